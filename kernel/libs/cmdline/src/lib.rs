@@ -1,0 +1,1 @@
+//! spindle-cmdline (being written).

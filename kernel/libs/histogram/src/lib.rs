@@ -1,0 +1,1 @@
+//! spindle-histogram (being written).

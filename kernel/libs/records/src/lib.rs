@@ -1,0 +1,1 @@
+//! spindle-records (being written).
