@@ -1,0 +1,11 @@
+//! x86_64 mechanism: boot, CPU tables, interrupts, local APIC, TSC and PIT,
+//! application-processor start-up. Most of the kernel's `unsafe` lives here.
+
+pub mod apic;
+pub mod boot;
+pub mod cpu;
+pub mod interrupts;
+pub mod pit;
+pub mod pvh;
+pub mod smp;
+pub mod tsc;

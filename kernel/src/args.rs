@@ -1,0 +1,272 @@
+//! Kernel arguments (`--append` / `-append`), validated up front: an unknown
+//! key, a bad number or an unknown benchmark name is an error the run reports
+//! and fails on, never something silently ignored. See docs/kernel-args.md.
+
+use core::fmt;
+
+use spindle_cmdline::Cmdline;
+
+/// Every key the kernel understands.
+pub const KNOWN_KEYS: &[&str] = &[
+    "bench",
+    "fault",
+    "fault_cpu",
+    "tick_hz",
+    "timer_ms",
+    "ipi_rounds",
+    "tsc_samples",
+];
+/// Benchmark names `bench=` accepts.
+pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc"];
+/// Fault names `fault=` accepts.
+pub const FAULT_NAMES: &[&str] = &[
+    "page",
+    "invalid-opcode",
+    "general-protection",
+    "divide",
+    "breakpoint",
+    "panic",
+    "hang",
+    "triple",
+];
+
+/// A deliberate fault, for testing the fault path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Read an unmapped address (#PF, vector 14).
+    Page,
+    /// `ud2` (#UD, vector 6).
+    InvalidOpcode,
+    /// Read a non-canonical address (#GP, vector 13).
+    GeneralProtection,
+    /// Divide by zero (#DE, vector 0).
+    Divide,
+    /// `int3` (#BP, vector 3).
+    Breakpoint,
+    /// A Rust panic.
+    Panic,
+    /// Stop answering (the runner's timeout must kill QEMU).
+    Hang,
+    /// Load an empty IDT and trap: a triple fault (QEMU exits with 0).
+    Triple,
+}
+
+/// The benchmarks selected with `bench=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Benches {
+    /// APIC timer lateness.
+    pub timer: bool,
+    /// IPI round trips.
+    pub ipi: bool,
+    /// TSC read cost.
+    pub tsc: bool,
+}
+
+/// The validated kernel arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelArgs {
+    /// Benchmarks to run (default: all).
+    pub benches: Benches,
+    /// Fault to provoke, if any.
+    pub fault: Option<Fault>,
+    /// CPU index that provokes the fault.
+    pub fault_cpu: usize,
+    /// Tick rate of the per-CPU APIC timers.
+    pub tick_hz: u64,
+    /// How long the timer-lateness window lasts.
+    pub timer_ms: u64,
+    /// IPI round trips per CPU.
+    pub ipi_rounds: u64,
+    /// TSC reads per CPU.
+    pub tsc_samples: u64,
+}
+
+impl Default for KernelArgs {
+    fn default() -> Self {
+        KernelArgs {
+            benches: Benches {
+                timer: true,
+                ipi: true,
+                tsc: true,
+            },
+            fault: None,
+            fault_cpu: 0,
+            tick_hz: 1000,
+            timer_ms: 250,
+            ipi_rounds: 100,
+            tsc_samples: 1_000,
+        }
+    }
+}
+
+/// A bad kernel argument; the message names it.
+#[derive(Debug)]
+pub struct ArgumentError {
+    message: ArgumentMessage,
+}
+
+#[derive(Debug)]
+enum ArgumentMessage {
+    Value {
+        key: &'static str,
+        problem: &'static str,
+    },
+    UnknownName {
+        key: &'static str,
+        known: &'static [&'static str],
+    },
+}
+
+impl fmt::Display for ArgumentError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            ArgumentMessage::Value { key, problem } => {
+                write!(formatter, "kernel argument '{key}': {problem}")
+            }
+            ArgumentMessage::UnknownName { key, known } => {
+                write!(
+                    formatter,
+                    "kernel argument '{key}': unknown name; known names: "
+                )?;
+                write_list(formatter, known)
+            }
+        }
+    }
+}
+
+fn write_list(formatter: &mut fmt::Formatter<'_>, names: &[&str]) -> fmt::Result {
+    for (position, name) in names.iter().enumerate() {
+        if position > 0 {
+            formatter.write_str(", ")?;
+        }
+        formatter.write_str(name)?;
+    }
+    Ok(())
+}
+
+/// Error for an unknown key, keeping the offending text.
+#[derive(Debug)]
+pub struct UnknownKey<'a>(pub &'a str);
+
+impl fmt::Display for UnknownKey<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "unknown kernel argument '{}'; known arguments: ",
+            self.0
+        )?;
+        write_list(formatter, KNOWN_KEYS)
+    }
+}
+
+/// Either kind of argument error, for reporting.
+#[derive(Debug)]
+pub enum ArgsError<'a> {
+    /// A key the kernel does not know.
+    Unknown(UnknownKey<'a>),
+    /// The command line's syntax is wrong.
+    Syntax(spindle_cmdline::CmdlineError<'a>),
+    /// A known key with a bad value.
+    Bad(ArgumentError),
+}
+
+impl fmt::Display for ArgsError<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ArgsError::Unknown(error) => error.fmt(formatter),
+            ArgsError::Syntax(error) => write!(formatter, "bad kernel command line: {error}"),
+            ArgsError::Bad(error) => error.fmt(formatter),
+        }
+    }
+}
+
+fn value_error(key: &'static str, problem: &'static str) -> ArgsError<'static> {
+    ArgsError::Bad(ArgumentError {
+        message: ArgumentMessage::Value { key, problem },
+    })
+}
+
+fn number(
+    key: &'static str,
+    value: Option<&str>,
+    minimum: u64,
+    maximum: u64,
+) -> Result<u64, ArgsError<'static>> {
+    let text = value.ok_or_else(|| value_error(key, "needs a value"))?;
+    let number = spindle_cmdline::parse_u64(text).map_err(|_| value_error(key, "not a number"))?;
+    if number < minimum || number > maximum {
+        return Err(value_error(key, "out of range"));
+    }
+    Ok(number)
+}
+
+fn known_key(key: &str) -> Option<&'static str> {
+    KNOWN_KEYS.iter().copied().find(|known| *known == key)
+}
+
+/// Parses and validates the command line.
+pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
+    let command_line = Cmdline::parse(text).map_err(ArgsError::Syntax)?;
+    let mut args = KernelArgs::default();
+    for argument in command_line.iter() {
+        let Some(key) = known_key(argument.key) else {
+            return Err(ArgsError::Unknown(UnknownKey(argument.key)));
+        };
+        let value = argument.value;
+        match key {
+            "bench" => {
+                let list = value.ok_or_else(|| value_error(key, "needs a value"))?;
+                args.benches = Benches {
+                    timer: false,
+                    ipi: false,
+                    tsc: false,
+                };
+                for name in spindle_cmdline::split_list(list, ',') {
+                    match name {
+                        "timer" => args.benches.timer = true,
+                        "ipi" => args.benches.ipi = true,
+                        "tsc" => args.benches.tsc = true,
+                        _ => {
+                            return Err(ArgsError::Bad(ArgumentError {
+                                message: ArgumentMessage::UnknownName {
+                                    key,
+                                    known: BENCH_NAMES,
+                                },
+                            }))
+                        }
+                    }
+                }
+            }
+            "fault" => {
+                args.fault = Some(match value.unwrap_or("") {
+                    "page" => Fault::Page,
+                    "invalid-opcode" => Fault::InvalidOpcode,
+                    "general-protection" => Fault::GeneralProtection,
+                    "divide" => Fault::Divide,
+                    "breakpoint" => Fault::Breakpoint,
+                    "panic" => Fault::Panic,
+                    "hang" => Fault::Hang,
+                    "triple" => Fault::Triple,
+                    _ => {
+                        return Err(ArgsError::Bad(ArgumentError {
+                            message: ArgumentMessage::UnknownName {
+                                key,
+                                known: FAULT_NAMES,
+                            },
+                        }))
+                    }
+                })
+            }
+            "fault_cpu" => {
+                args.fault_cpu =
+                    number(key, value, 0, crate::arch::cpu::MAX_CPUS as u64 - 1)? as usize
+            }
+            "tick_hz" => args.tick_hz = number(key, value, 1, 100_000)?,
+            "timer_ms" => args.timer_ms = number(key, value, 0, 600_000)?,
+            "ipi_rounds" => args.ipi_rounds = number(key, value, 0, 1_000_000)?,
+            "tsc_samples" => args.tsc_samples = number(key, value, 0, 100_000_000)?,
+            _ => unreachable!("every known key is handled"),
+        }
+    }
+    Ok(args)
+}

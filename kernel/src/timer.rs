@@ -1,0 +1,95 @@
+//! The per-CPU tick: each CPU's APIC timer armed one deadline at a time
+//! (TSC-deadline mode where the CPU has it, one-shot counts otherwise), with
+//! every tick's lateness (interrupt entry minus programmed deadline) recorded
+//! per CPU. Also the periodic-mode self-test.
+
+use core::sync::atomic::Ordering;
+
+use spin::Once;
+
+use crate::arch::interrupts::InterruptFrame;
+use crate::arch::{apic, cpu, tsc};
+use crate::metrics::{self, PerCpuHistogram};
+
+static LATENESS: Once<&'static PerCpuHistogram> = Once::new();
+
+/// The timer-lateness histogram (after `init`).
+pub fn lateness() -> Option<&'static PerCpuHistogram> {
+    LATENESS.get().copied()
+}
+
+/// Registers the timer's histogram and interrupt handler (bootstrap
+/// processor, after the CPU count is known).
+pub fn init() {
+    LATENESS.call_once(|| metrics::register("apic.timer_lateness", "ns"));
+    crate::arch::interrupts::register_handler(apic::VECTOR_TIMER, on_timer_interrupt);
+}
+
+fn on_timer_interrupt(_frame: &mut InterruptFrame) {
+    let now = tsc::now();
+    let block = cpu::current();
+    match apic::timer_arming() {
+        apic::TimerArming::Periodic => {
+            block.periodic_ticks.fetch_add(1, Ordering::Relaxed);
+        }
+        apic::TimerArming::OneShot | apic::TimerArming::TscDeadline => {
+            let deadline = block.timer_deadline_tsc.load(Ordering::Relaxed);
+            let period = block.tick_period_tsc.load(Ordering::Relaxed);
+            if deadline != 0 && period != 0 {
+                block.ticks.fetch_add(1, Ordering::Relaxed);
+                if let Some(histogram) = LATENESS.get() {
+                    histogram.record(tsc::cycles_to_ns(now.saturating_sub(deadline)));
+                }
+                // Keep the grid (no drift); if we fell behind, restart it.
+                let mut next = deadline + period;
+                if next <= now {
+                    next = now + period;
+                }
+                block.timer_deadline_tsc.store(next, Ordering::Relaxed);
+                apic::arm_deadline(next);
+            }
+        }
+        apic::TimerArming::Stopped => {}
+    }
+    apic::end_of_interrupt();
+}
+
+/// Starts the calling CPU's tick at `hz`.
+pub fn start_ticking(hz: u64) {
+    let period = tsc::hz() / hz.max(1);
+    let block = cpu::current();
+    let deadline = tsc::now() + period;
+    block.tick_period_tsc.store(period, Ordering::Relaxed);
+    block.timer_deadline_tsc.store(deadline, Ordering::Relaxed);
+    apic::arm_deadline(deadline);
+}
+
+/// Stops the calling CPU's tick.
+pub fn stop_ticking() {
+    let block = cpu::current();
+    block.tick_period_tsc.store(0, Ordering::Relaxed);
+    block.timer_deadline_tsc.store(0, Ordering::Relaxed);
+    apic::stop_timer();
+}
+
+/// Runs the APIC timer in periodic mode until `wanted` interrupts arrived or
+/// `timeout_ns` passed (interrupts must be enabled by the caller's state;
+/// this enables them). Returns the number of periodic ticks seen.
+pub fn periodic_self_test(period_ns: u64, wanted: u64, timeout_ns: u64) -> u64 {
+    let block = cpu::current();
+    let counts = tsc::cycles_to_timer_counts(tsc::ns_to_cycles(period_ns), apic::timer_hz())
+        .clamp(1, u64::from(u32::MAX));
+    let start_ticks = block.periodic_ticks.load(Ordering::Relaxed);
+    apic::arm_periodic(counts as u32);
+    let start = tsc::now();
+    let timeout = tsc::ns_to_cycles(timeout_ns);
+    cpu::enable_interrupts();
+    while block.periodic_ticks.load(Ordering::Relaxed) - start_ticks < wanted
+        && tsc::now() - start < timeout
+    {
+        core::hint::spin_loop();
+    }
+    cpu::disable_interrupts();
+    apic::stop_timer();
+    block.periodic_ticks.load(Ordering::Relaxed) - start_ticks
+}
