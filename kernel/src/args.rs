@@ -15,6 +15,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "timer_ms",
     "ipi_rounds",
     "tsc_samples",
+    "read_lines",
 ];
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc"];
@@ -79,6 +80,9 @@ pub struct KernelArgs {
     pub ipi_rounds: u64,
     /// TSC reads per CPU.
     pub tsc_samples: u64,
+    /// Lines to read from the serial console (each echoed as an `input`
+    /// record) before the benchmarks: the console's input self-test.
+    pub read_lines: u64,
 }
 
 impl Default for KernelArgs {
@@ -95,6 +99,7 @@ impl Default for KernelArgs {
             timer_ms: 250,
             ipi_rounds: 100,
             tsc_samples: 1_000,
+            read_lines: 0,
         }
     }
 }
@@ -265,6 +270,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "timer_ms" => args.timer_ms = number(key, value, 0, 600_000)?,
             "ipi_rounds" => args.ipi_rounds = number(key, value, 0, 1_000_000)?,
             "tsc_samples" => args.tsc_samples = number(key, value, 0, 100_000_000)?,
+            "read_lines" => args.read_lines = number(key, value, 0, 64)?,
             _ => unreachable!("every known key is handled"),
         }
     }

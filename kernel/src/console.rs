@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use spindle_records::RecordWriter;
 use x86::io::{inb, outb};
 
-use crate::arch::cpu;
+use crate::arch::{cpu, tsc};
 
 /// COM1's I/O base.
 const COM1: u16 = 0x3F8;
@@ -96,29 +96,26 @@ pub fn read_byte() -> Option<u8> {
     }
 }
 
-/// Reads a line (without its `\n`) into `buffer`, waiting up to `timeout_ns`
-/// for each byte. Returns the bytes read, or `None` on timeout.
+/// Reads a line (without its `\n`; `\r` dropped) into `buffer`, cutting
+/// what does not fit. Waits up to `timeout_ns` for each byte; returns the
+/// bytes kept, or `None` on timeout.
 pub fn read_line(buffer: &mut [u8], timeout_ns: u64) -> Option<usize> {
+    let timeout = tsc::ns_to_cycles(timeout_ns);
     let mut length = 0;
-    let mut waited_since = crate::arch::tsc::now();
-    let timeout = crate::arch::tsc::ns_to_cycles(timeout_ns);
+    let mut waiting_since = tsc::now();
     loop {
         match read_byte() {
             Some(b'\n') => return Some(length),
             Some(b'\r') => {}
             Some(byte) => {
-                if length < buffer.len() {
-                    buffer[length] = byte;
+                if let Some(slot) = buffer.get_mut(length) {
+                    *slot = byte;
                     length += 1;
                 }
-                waited_since = crate::arch::tsc::now();
+                waiting_since = tsc::now();
             }
-            None => {
-                if crate::arch::tsc::now() - waited_since > timeout {
-                    return None;
-                }
-                core::hint::spin_loop();
-            }
+            None if tsc::now() - waiting_since > timeout => return None,
+            None => core::hint::spin_loop(),
         }
     }
 }

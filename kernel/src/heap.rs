@@ -2,8 +2,6 @@
 //! fed with the usable RAM of the PVH memory map that lies in the boot
 //! identity map, minus the kernel image and the low 1 MiB.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use talc::{ErrOnOom, Span, Talc, Talck};
 
 use crate::arch::pvh::{BootInfo, MEMORY_TYPE_RAM};
@@ -11,8 +9,6 @@ use crate::arch::pvh::{BootInfo, MEMORY_TYPE_RAM};
 #[global_allocator]
 static ALLOCATOR: Talck<spin::Mutex<()>, ErrOnOom> = Talc::new(ErrOnOom).lock();
 
-/// Bytes handed to the allocator.
-static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
 /// Memory below this stays out of the heap (BIOS data, the AP trampoline).
 const LOW_MEMORY_END: u64 = 0x10_0000;
 /// The boot page tables identity-map up to here.
@@ -23,11 +19,6 @@ const SMALLEST_REGION: u64 = 64 * 1024;
 unsafe extern "C" {
     static __kernel_start: u8;
     static __kernel_end: u8;
-}
-
-/// Bytes of RAM in the heap.
-pub fn heap_bytes() -> u64 {
-    HEAP_BYTES.load(Ordering::Relaxed)
 }
 
 /// Hands every usable RAM range to the allocator. Returns the bytes claimed.
@@ -70,6 +61,5 @@ pub unsafe fn init(boot_info: &BootInfo) -> u64 {
             }
         }
     }
-    HEAP_BYTES.store(claimed, Ordering::Relaxed);
     claimed
 }

@@ -19,6 +19,10 @@ const AP_STARTUP_TIMEOUT_NS: u64 = 5_000_000_000;
 const PERIODIC_TEST_PERIOD_NS: u64 = 1_000_000;
 const PERIODIC_TEST_TICKS: u64 = 5;
 const PERIODIC_TEST_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Longest console input line kept (longer lines are cut).
+const INPUT_LINE_CAPACITY: usize = 256;
+/// How long `read_lines` waits for each byte of input.
+const INPUT_TIMEOUT_NS: u64 = 10_000_000_000;
 /// How long a CPU may take to provoke a requested fault.
 const FAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 /// A canonical address the boot page tables do not map (above 4 GiB).
@@ -68,7 +72,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     // entry; low memory is identity-mapped and nothing has been written yet.
     let boot_info = match unsafe { pvh::BootInfo::read(u64::from(start_info)) } {
         Ok(info) => info,
-        Err(error) => fail(format_args!("PVH start info unusable: {error:?}")),
+        Err(error) => fail(format_args!("PVH start info unusable: {error}")),
     };
     let args = match crate::args::parse(boot_info.command_line()) {
         Ok(args) => args,
@@ -186,6 +190,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     timer::start_ticking(args.tick_hz);
     cpu::enable_interrupts();
 
+    for _ in 0..args.read_lines {
+        echo_input_line();
+    }
     if let Some(fault) = args.fault {
         provoke_fault_on(fault, args.fault_cpu);
     }
@@ -369,6 +376,23 @@ fn report_scalars(
                 })
                 .map(drop)
         });
+    });
+}
+
+/// Reads one line from the serial console and echoes it as an `input`
+/// record (the console's input path, checked by the integration tests).
+fn echo_input_line() {
+    let mut buffer = [0u8; INPUT_LINE_CAPACITY];
+    let Some(length) = console::read_line(&mut buffer, INPUT_TIMEOUT_NS) else {
+        fail(format_args!(
+            "read_lines: no input line arrived within {} s",
+            INPUT_TIMEOUT_NS / 1_000_000_000
+        ));
+    };
+    let text = core::str::from_utf8(&buffer[..length]).unwrap_or("<not UTF-8>");
+    console::record("input", |record| {
+        record.str("line", text)?;
+        Ok(())
     });
 }
 

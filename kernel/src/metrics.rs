@@ -36,11 +36,6 @@ impl PerCpuHistogram {
             slot.record(value);
         }
     }
-
-    /// Number of values recorded for CPU `index`.
-    pub fn count_for(&self, index: usize) -> u64 {
-        self.slots.get(index).map_or(0, AtomicHistogram::count)
-    }
 }
 
 /// Creates (once, at init time; it allocates) a histogram with one slot per

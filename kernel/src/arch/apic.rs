@@ -181,15 +181,6 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
     });
 }
 
-/// Sends an NMI to the CPU with `apic_id`.
-pub fn send_nmi(apic_id: u32) {
-    with_local_apic(|apic| {
-        wait_for_delivery(apic);
-        // SAFETY: an NMI goes to the IST-backed NMI handler.
-        unsafe { apic.send_nmi(destination(apic_id)) };
-    });
-}
-
 /// Sends INIT to the CPU with `apic_id` (application processor start-up,
 /// SDM Vol. 3A §8.4.4.1).
 pub fn send_init(apic_id: u32) {

@@ -58,8 +58,6 @@ pub struct BootInfo {
     command_line_length: usize,
     /// Physical address of the ACPI RSDP, or 0 when the loader gave none.
     pub rsdp_address: u64,
-    /// The start-info structure's version.
-    pub version: u32,
 }
 
 /// Why the start info could not be used.
@@ -71,6 +69,25 @@ pub enum StartInfoError {
     CommandLineNotUtf8,
     /// The command line is longer than `MAX_COMMAND_LINE`.
     CommandLineTooLong,
+}
+
+impl core::fmt::Display for StartInfoError {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartInfoError::BadMagic(magic) => {
+                write!(formatter, "start-info magic {magic:#x} is not {START_INFO_MAGIC:#x}: not booted through PVH")
+            }
+            StartInfoError::CommandLineNotUtf8 => {
+                write!(formatter, "the kernel command line is not UTF-8")
+            }
+            StartInfoError::CommandLineTooLong => {
+                write!(
+                    formatter,
+                    "the kernel command line is longer than {MAX_COMMAND_LINE} bytes"
+                )
+            }
+        }
+    }
 }
 
 impl BootInfo {
@@ -104,7 +121,6 @@ impl BootInfo {
             command_line: [0; MAX_COMMAND_LINE],
             command_line_length: 0,
             rsdp_address: raw.rsdp_address,
-            version: raw.version,
         };
         if raw.command_line_address != 0 {
             let mut length = 0;

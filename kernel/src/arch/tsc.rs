@@ -86,11 +86,6 @@ pub fn cycles_to_timer_counts(cycles: u64, timer_hz: u64) -> u64 {
     scale(cycles, timer_hz, hz())
 }
 
-/// Nanoseconds since the TSC was zero (≈ since the machine started).
-pub fn now_ns() -> u64 {
-    cycles_to_ns(now())
-}
-
 /// Spins for `nanoseconds` (after calibration).
 pub fn delay_ns(nanoseconds: u64) {
     let start = now();
