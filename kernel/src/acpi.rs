@@ -125,15 +125,13 @@ pub fn read_topology(rsdp_address: u64) -> Result<Topology, AcpiError> {
                 let (apic_id, flags) = (local.x2apic_id, local.flags);
                 topology.add_processor(apic_id, flags);
             }
-            MadtEntry::IoApic(io_apic) => {
-                if topology.io_apic_count < MAX_IO_APICS {
-                    topology.io_apics[topology.io_apic_count] = IoApic {
-                        id: io_apic.io_apic_id,
-                        address: io_apic.io_apic_address,
-                        interrupt_base: io_apic.global_system_interrupt_base,
-                    };
-                    topology.io_apic_count += 1;
-                }
+            MadtEntry::IoApic(io_apic) if topology.io_apic_count < MAX_IO_APICS => {
+                topology.io_apics[topology.io_apic_count] = IoApic {
+                    id: io_apic.io_apic_id,
+                    address: io_apic.io_apic_address,
+                    interrupt_base: io_apic.global_system_interrupt_base,
+                };
+                topology.io_apic_count += 1;
             }
             MadtEntry::LocalApicAddressOverride(address_override) => {
                 topology.local_apic_address = address_override.local_apic_address;

@@ -200,9 +200,9 @@ pub unsafe fn load_descriptor_tables(ist_stack_tops: &[u64; 3]) {
     .dpl(Ring::Ring0)
     .finish();
     let pointer = DescriptorTablePointer::new(&*gdt);
-    // SAFETY (all four): the GDT just built is static and lives forever; its
-    // code, data and TSS descriptors are valid, so reloading CS, the data
-    // segments and TR with their selectors cannot fault.
+    // SAFETY: the GDT just built is static and lives forever; its code, data
+    // and TSS descriptors are valid, so reloading CS, the data segments and
+    // TR with their selectors (below) cannot fault.
     unsafe {
         x86::dtables::lgdt(&pointer);
     }
