@@ -66,7 +66,7 @@ pub fn report_exception(frame: &InterruptFrame, depth: u32) -> ! {
     console::with_console_for_report(|console| {
         let _ = write!(
             console,
-            "spindle: FAULT on cpu {cpu_index}: {name} (vector {}), error code {:#x}, rip {:#018x}, rsp {:#018x}",
+            "kernel: FAULT on cpu {cpu_index}: {name} (vector {}), error code {:#x}, rip {:#018x}, rsp {:#018x}",
             frame.vector, frame.error_code, frame.rip, frame.rsp
         );
         if let Some(address) = fault_address {
@@ -108,7 +108,7 @@ pub fn report_unexpected_vector(frame: &InterruptFrame) -> ! {
     console::with_console_for_report(|console| {
         let _ = writeln!(
             console,
-            "spindle: FAULT on cpu {cpu_index}: unexpected interrupt vector {:#x}",
+            "kernel: FAULT on cpu {cpu_index}: unexpected interrupt vector {:#x}",
             frame.vector
         );
         console::write_record(console, "fault", |record| {
@@ -142,7 +142,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     console::with_console_for_report(|console| {
         let _ = writeln!(
             console,
-            "spindle: PANIC on cpu {cpu_index} at {file}:{line}: {}",
+            "kernel: PANIC on cpu {cpu_index} at {file}:{line}: {}",
             info.message()
         );
         // The message is formatted twice (no allocation in the panic path):

@@ -30,20 +30,24 @@ const UNMAPPED_ADDRESS: u64 = 0x0000_0dea_dbee_f000;
 /// A non-canonical address (bits 63:47 not all equal).
 const NON_CANONICAL_ADDRESS: u64 = 0x8000_0000_0000_0000;
 
-/// Reports an error record plus a human line, and fails the run.
-fn fail(message: core::fmt::Arguments<'_>) -> ! {
-    kprintln!("spindle: error: {message}");
+/// Reports a problem as a human line and an `error` record; the run goes
+/// on (to report what it measured) but will fail.
+fn report_problem(message: core::fmt::Arguments<'_>) {
+    kprintln!("kernel: error: {message}");
     let mut text = console::BoundedText::new();
     let _ = core::fmt::Write::write_fmt(&mut text, message);
-    console::with_console(|console| {
-        console::write_record(console, "error", |record| {
-            record.str("message", text.as_str())?;
-            Ok(())
-        });
-        console::write_record(console, "end", |record| {
-            record.str("status", "fail")?;
-            Ok(())
-        });
+    console::record("error", |record| {
+        record.str("message", text.as_str())?;
+        Ok(())
+    });
+}
+
+/// Reports a problem and ends the run with the failure exit code.
+fn fail(message: core::fmt::Arguments<'_>) -> ! {
+    report_problem(message);
+    console::record("end", |record| {
+        record.str("status", "fail")?;
+        Ok(())
     });
     exit(ExitCode::Failure)
 }
@@ -94,7 +98,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     unsafe { cpu::load_descriptor_tables(&ist_stacks) };
     interrupts::load_idt();
     kprintln!(
-        "spindle: booting; command line \"{}\"",
+        "kernel: booting; command line \"{}\"",
         boot_info.command_line()
     );
 
@@ -127,7 +131,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     cpu::bind_to_gs(0, my_apic_id);
     if topology.processors_ignored > 0 {
         kprintln!(
-            "spindle: warning: {} processors beyond {} ignored",
+            "kernel: warning: {} processors beyond {} ignored",
             topology.processors_ignored,
             cpu::MAX_CPUS
         );
@@ -143,7 +147,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let calibration_window = tsc_hz / 100; // 10 ms
     let apic_timer_hz = apic::calibrate_timer(calibration_window);
     kprintln!(
-        "spindle: {} CPUs in the MADT, {} I/O APIC(s); local APIC in {} mode; TSC {} Hz ({}); APIC timer {} Hz",
+        "kernel: {} CPUs in the MADT, {} I/O APIC(s); local APIC in {} mode; TSC {} Hz ({}); APIC timer {} Hz",
         apic_ids.len(),
         topology.io_apics().len(),
         apic::mode_name(),
@@ -159,7 +163,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     let bringup = unsafe { smp::start_application_processors(ap_main, AP_STARTUP_TIMEOUT_NS) };
     let boot_ns = tsc::cycles_to_ns(tsc::now() - BOOT_TSC.load(Ordering::Relaxed));
     kprintln!(
-        "spindle: {} of {} CPUs online in {}.{:03} ms (INIT-SIPI-SIPI {}.{:03} ms)",
+        "kernel: {} of {} CPUs online in {}.{:03} ms (INIT-SIPI-SIPI {}.{:03} ms)",
         bringup.online,
         apic_ids.len(),
         boot_ns / 1_000_000,
@@ -212,24 +216,26 @@ fn run_and_report(
     if args.benches.tsc {
         let missed = bench::tsc_read_cost(args.tsc_samples);
         if missed > 0 {
-            kprintln!("spindle: error: {missed} CPUs did not run the TSC benchmark");
+            report_problem(format_args!(
+                "{missed} CPUs did not run the TSC benchmark in time"
+            ));
             problems += 1;
         }
     }
-    kprintln!("spindle: TSC benchmark done at +{} ms", elapsed_ms());
+    kprintln!("kernel: TSC benchmark done at +{} ms", elapsed_ms());
     let mut ipi_lost = 0;
     if args.benches.ipi {
         ipi_lost = bench::ipi_round_trips(args.ipi_rounds);
         if ipi_lost > 0 {
-            kprintln!("spindle: error: {ipi_lost} IPIs went unanswered");
+            report_problem(format_args!("{ipi_lost} IPIs went unanswered"));
             problems += 1;
         }
     }
-    kprintln!("spindle: IPI benchmark done at +{} ms", elapsed_ms());
+    kprintln!("kernel: IPI benchmark done at +{} ms", elapsed_ms());
     if args.benches.timer {
         tsc::delay_ns(args.timer_ms * 1_000_000);
     }
-    kprintln!("spindle: timer window done at +{} ms", elapsed_ms());
+    kprintln!("kernel: timer window done at +{} ms", elapsed_ms());
     // Stop every tick so the counts stay put while they are reported.
     let cpus = cpu::cpus_found();
     for index in 0..cpus {
@@ -241,7 +247,7 @@ fn run_and_report(
     if args.benches.timer && args.timer_ms > 0 {
         for (index, &count) in ticks.iter().enumerate() {
             if count == 0 {
-                kprintln!("spindle: error: cpu {index} took no timer interrupt");
+                report_problem(format_args!("cpu {index} took no timer interrupt"));
                 problems += 1;
             }
         }
@@ -405,7 +411,7 @@ fn provoke_fault_on(fault: Fault, cpu_index: usize) {
         ));
     }
     FAULT_TO_PROVOKE.store(fault as u64, Ordering::Relaxed);
-    kprintln!("spindle: provoking fault {fault:?} on cpu {cpu_index} (fault= kernel argument)");
+    kprintln!("kernel: provoking fault {fault:?} on cpu {cpu_index} (fault= kernel argument)");
     if !smp::run_on(cpu_index, provoke_requested_fault, FAULT_TIMEOUT_NS) && fault != Fault::Hang {
         fail(format_args!(
             "cpu {cpu_index} did not provoke the requested fault"

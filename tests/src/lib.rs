@@ -1,1 +1,115 @@
-//! QEMU integration tests (see tests/*.rs).
+//! Shared helpers of the QEMU integration tests (`tests/*.rs`): build the
+//! kernel image once per test binary, boot it with the runner's library, and
+//! read figures out of the JSON document.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use spindle_tools::{AccelChoice, RunOptions};
+pub use spindle_tools::{ExitStatusKind, RunReport};
+
+/// Time limit for one boot. Generous: under TCG on a loaded 2-core machine
+/// a 4-CPU boot with its measurements takes a few seconds.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+/// QEMU runs one at a time inside a test binary: TCG guests with several
+/// vCPUs on a 2-core machine starve each other otherwise.
+static ONE_QEMU_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The kernel image, built on first use.
+pub fn kernel_image() -> PathBuf {
+    KERNEL
+        .get_or_init(|| {
+            spindle_tools::build_kernel()
+                .unwrap_or_else(|error| panic!("building the kernel failed: {error}"))
+        })
+        .clone()
+}
+
+/// Boots Spindle with `smp` CPUs and extra kernel arguments.
+pub fn boot(smp: u32, append: &str) -> RunReport {
+    boot_with(smp, append, BOOT_TIMEOUT)
+}
+
+/// Boots Spindle with a given timeout.
+pub fn boot_with(smp: u32, append: &str, timeout: Duration) -> RunReport {
+    let image = kernel_image();
+    let _turn = ONE_QEMU_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let options = RunOptions {
+        smp,
+        accel: AccelChoice::Auto,
+        append: append.to_string(),
+        timeout,
+        kernel: Some(image),
+        echo: false,
+        ..RunOptions::default()
+    };
+    spindle_tools::run(&options).unwrap_or_else(|error| panic!("running QEMU failed: {error}"))
+}
+
+/// A top-level scalar of the document as u64.
+pub fn scalar_u64(report: &RunReport, name: &str) -> u64 {
+    report.document[name].as_u64().unwrap_or_else(|| {
+        panic!(
+            "scalar {name} missing or not a number in {}",
+            report.document
+        )
+    })
+}
+
+/// A top-level list scalar as a vector of u64.
+pub fn scalar_list(report: &RunReport, name: &str) -> Vec<u64> {
+    report.document[name]
+        .as_array()
+        .unwrap_or_else(|| panic!("scalar {name} missing or not a list"))
+        .iter()
+        .map(|value| {
+            value
+                .as_u64()
+                .unwrap_or_else(|| panic!("{name} holds a non-number"))
+        })
+        .collect()
+}
+
+/// The histogram called `name` in the document.
+pub fn histogram<'a>(report: &'a RunReport, name: &str) -> &'a Value {
+    report.document["histograms"]
+        .as_array()
+        .expect("document has histograms")
+        .iter()
+        .find(|histogram| histogram["name"] == name)
+        .unwrap_or_else(|| panic!("histogram {name} missing"))
+}
+
+/// Panics with the serial log when `report` did not end as `expected`.
+pub fn expect_status(report: &RunReport, expected: ExitStatusKind) {
+    assert_eq!(
+        report.status, expected,
+        "unexpected run status; serial log:\n{}",
+        report.serial_log
+    );
+}
+
+/// The records of type `record_type` found in the serial log.
+pub fn records_of_type(
+    report: &RunReport,
+    record_type: &str,
+) -> Vec<serde_json::Map<String, Value>> {
+    report
+        .serial_log
+        .lines()
+        .filter_map(|line| match spindle_records::parse_line(line) {
+            spindle_records::Line::Record(record) if record.record_type == record_type => {
+                Some(record.fields)
+            }
+            _ => None,
+        })
+        .collect()
+}

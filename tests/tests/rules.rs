@@ -1,0 +1,119 @@
+//! The house rules, checked by the test suite so CI enforces them: `unsafe`
+//! only in `kernel/`, every other crate `#![forbid(unsafe_code)]`, and the
+//! kernel clean under clippy with the workspace lints (every unsafe block
+//! documented with `// SAFETY:`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path
+                .file_name()
+                .is_some_and(|name| name == "target" || name == ".git")
+            {
+                continue;
+            }
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+#[test]
+fn unsafe_code_only_in_the_kernel_crate() {
+    let root = workspace_root();
+    let kernel_source = root.join("kernel").join("src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(
+        files.len() > 10,
+        "found too few Rust files under {}",
+        root.display()
+    );
+    // Built at run time so this file does not match its own patterns.
+    let keyword = ["un", "safe"].concat();
+    let unsafe_keyword: Vec<String> = ["{", "fn", "impl", "extern", "trait"]
+        .iter()
+        .map(|next| format!("{keyword} {next}"))
+        .collect();
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|path| !path.starts_with(&kernel_source))
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines()
+                .filter(|line| !line.trim_start().starts_with("//"))
+                .any(|line| {
+                    unsafe_keyword
+                        .iter()
+                        .any(|pattern| line.contains(pattern.as_str()))
+                })
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "unsafe code outside kernel/src: {offenders:?}"
+    );
+}
+
+#[test]
+fn every_other_crate_forbids_unsafe_code() {
+    let root = workspace_root();
+    let crate_roots = [
+        "kernel/libs/histogram/src/lib.rs",
+        "kernel/libs/records/src/lib.rs",
+        "kernel/libs/cmdline/src/lib.rs",
+        "tools/spindle/src/lib.rs",
+        "tools/spindle/src/main.rs",
+        "tests/src/lib.rs",
+    ];
+    for crate_root in crate_roots {
+        let text = std::fs::read_to_string(root.join(crate_root))
+            .unwrap_or_else(|error| panic!("{crate_root}: {error}"));
+        assert!(
+            text.contains("#![forbid(unsafe_code)]"),
+            "{crate_root} lacks #![forbid(unsafe_code)]"
+        );
+    }
+}
+
+#[test]
+fn kernel_passes_clippy_with_the_workspace_lints() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "clippy",
+            "--quiet",
+            "--release",
+            "-p",
+            "spindle-kernel",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .output()
+        .expect("cargo clippy runs");
+    assert!(
+        output.status.success(),
+        "clippy found problems in the kernel (every unsafe block needs a // SAFETY: comment):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
