@@ -24,8 +24,9 @@ const DIVISOR_HIGH: u16 = COM1 + 1;
 const DIVISOR_LATCH: u8 = 0x80;
 /// Line control: 8 data bits, no parity, one stop bit.
 const EIGHT_N_ONE: u8 = 0x03;
-/// FIFO control: enable, clear both, 14-byte threshold.
-const FIFO_ENABLE_CLEAR: u8 = 0xC7;
+/// FIFO control: enable, clear the transmit FIFO (keep input that is
+/// already waiting), 14-byte threshold.
+const FIFO_ENABLE_CLEAR_TRANSMIT: u8 = 0xC5;
 /// Modem control: DTR, RTS, OUT2.
 const MODEM_READY: u8 = 0x0B;
 /// Divisor 1: 115200 baud.
@@ -51,7 +52,7 @@ pub fn init() {
         outb(DIVISOR_LOW, DIVISOR_115200);
         outb(DIVISOR_HIGH, 0);
         outb(LINE_CONTROL, EIGHT_N_ONE);
-        outb(FIFO_CONTROL, FIFO_ENABLE_CLEAR);
+        outb(FIFO_CONTROL, FIFO_ENABLE_CLEAR_TRANSMIT);
         outb(MODEM_CONTROL, MODEM_READY);
     }
 }

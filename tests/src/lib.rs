@@ -38,6 +38,16 @@ pub fn boot(smp: u32, append: &str) -> RunReport {
 
 /// Boots Spindle with a given timeout.
 pub fn boot_with(smp: u32, append: &str, timeout: Duration) -> RunReport {
+    boot_with_input(smp, append, timeout, None)
+}
+
+/// Boots Spindle and types `input` into its serial console.
+pub fn boot_with_input(
+    smp: u32,
+    append: &str,
+    timeout: Duration,
+    input: Option<&[u8]>,
+) -> RunReport {
     let image = kernel_image();
     let _turn = ONE_QEMU_AT_A_TIME
         .lock()
@@ -49,6 +59,7 @@ pub fn boot_with(smp: u32, append: &str, timeout: Duration) -> RunReport {
         timeout,
         kernel: Some(image),
         echo: false,
+        serial_input: input.map(<[u8]>::to_vec),
         ..RunOptions::default()
     };
     spindle_tools::run(&options).unwrap_or_else(|error| panic!("running QEMU failed: {error}"))

@@ -1,7 +1,10 @@
 //! Boots Spindle at -smp 1, 2 and 4 and checks what it reports: every CPU
 //! online and ticking, every IPI answered, the histograms filled.
 
-use spindle_tests::{boot, expect_status, histogram, scalar_list, scalar_u64, ExitStatusKind};
+use spindle_tests::{
+    boot, boot_with_input, expect_status, histogram, records_of_type, scalar_list, scalar_u64,
+    ExitStatusKind, BOOT_TIMEOUT,
+};
 
 fn check_boot(smp: u32) {
     let report = boot(smp, "");
@@ -107,5 +110,25 @@ fn selected_benchmarks_only() {
             .iter()
             .all(|histogram| !histogram["name"].as_str().unwrap().starts_with("ipi.")),
         "bench=tsc must not run the IPI benchmark"
+    );
+}
+
+#[test]
+fn serial_console_reads_input_lines() {
+    let input = b"hello spindle\r\nsecond \"line\" with \\ and tab\t\n";
+    let report = boot_with_input(1, "read_lines=2 bench=tsc", BOOT_TIMEOUT, Some(input));
+    expect_status(&report, ExitStatusKind::Ok);
+    let lines: Vec<String> = records_of_type(&report, "input")
+        .iter()
+        .map(|record| {
+            record["line"]
+                .as_str()
+                .expect("input record has a line")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        ["hello spindle", "second \"line\" with \\ and tab\t"]
     );
 }

@@ -419,8 +419,10 @@ fn spawn_with_retry(command: &mut Command) -> io::Result<Child> {
 /// QEMU is also killed shortly after it reports a fatal KVM error, since it
 /// then stops the guest for good.
 ///
-/// `serial_input` is written to QEMU's stdin (the kernel's COM1 input) and
-/// stdin is then closed; without it stdin is `/dev/null`.
+/// `serial_input` is written to QEMU's stdin (the kernel's COM1 input) once
+/// the kernel has said `hello` (bytes typed earlier would reach the UART
+/// while the firmware owns it, and be lost), and stdin is then closed;
+/// without it stdin is `/dev/null`.
 pub fn supervise(
     program: &Path,
     arguments: &[OsString],
@@ -446,13 +448,10 @@ pub fn supervise(
     })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), serial_input) {
-        let input = input.to_vec();
-        // The guest reads at UART speed; a closed pipe (QEMU gone) ends the writer.
-        thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-    }
+    let mut pending_input = child.stdin.take().zip(serial_input.map(<[u8]>::to_vec));
+    // The end of the output seen so far, long enough to find the marker
+    // across chunk boundaries.
+    let mut output_tail: Vec<u8> = Vec::new();
     let mut guard = ChildGuard::new(child);
 
     let (sender, receiver) = mpsc::channel();
@@ -463,7 +462,24 @@ pub fn supervise(
     let mut open_streams = 2;
     let mut handle = |event: Event, stderr_bytes: &mut Vec<u8>, open_streams: &mut i32| match event
     {
-        Event::Stdout(bytes) => on_output(&bytes),
+        Event::Stdout(bytes) => {
+            if pending_input.is_some() {
+                output_tail.extend_from_slice(&bytes);
+                if contains(&output_tail, KERNEL_READY_MARKER) {
+                    if let Some((mut stdin, input)) = pending_input.take() {
+                        // The guest reads at UART speed; a closed pipe (QEMU
+                        // gone) ends the writer.
+                        thread::spawn(move || {
+                            let _ = stdin.write_all(&input);
+                        });
+                    }
+                } else {
+                    let keep = output_tail.len().saturating_sub(KERNEL_READY_MARKER.len());
+                    output_tail.drain(..keep);
+                }
+            }
+            on_output(&bytes)
+        }
         Event::Stderr(bytes) => stderr_bytes.extend_from_slice(&bytes),
         Event::StdoutClosed | Event::StderrClosed => *open_streams -= 1,
     };
@@ -529,6 +545,15 @@ pub fn supervise(
         stderr,
         wall,
     })
+}
+
+/// What the kernel prints once its console works: the `hello` record.
+const KERNEL_READY_MARKER: &[u8] = br#""t":"hello""#;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn io_error(context: &str, source: io::Error) -> RunError {
@@ -673,11 +698,17 @@ mod tests {
     }
 
     #[test]
-    fn supervise_feeds_serial_input() {
+    fn supervise_feeds_serial_input_after_hello() {
         let mut output = Vec::new();
+        // Input must not arrive before the kernel says hello: the first
+        // `read` times out (status 2) when nothing is there yet.
         let arguments = [
             OsString::from("-c"),
-            OsString::from("read first; read second; echo \"got $first+$second\"; exit 33"),
+            OsString::from(
+                "if read -t 1 early; then exit 2; fi; \
+                 echo '@sp1 {\"t\":\"hello\",\"version\":1}'; \
+                 read first; read second; echo \"got $first+$second\"; exit 33",
+            ),
         ];
         let supervised = supervise(
             Path::new("/bin/sh"),
@@ -687,8 +718,16 @@ mod tests {
             |bytes| output.extend_from_slice(bytes),
         )
         .unwrap();
-        assert_eq!(supervised.qemu_status, Some(33));
-        assert_eq!(output, b"got one+two\n");
+        assert_eq!(
+            supervised.qemu_status,
+            Some(33),
+            "input arrived before hello"
+        );
+        assert!(
+            output.ends_with(b"got one+two\n"),
+            "{}",
+            String::from_utf8_lossy(&output)
+        );
     }
 
     #[test]
