@@ -233,7 +233,11 @@ fn run_and_report(
     }
     kprintln!("kernel: IPI benchmark done at +{} ms", elapsed_ms());
     if args.benches.timer {
-        tsc::delay_ns(args.timer_ms * 1_000_000);
+        // This CPU ticks too, so halting until the window ends is safe.
+        let window_end = tsc::now() + tsc::ns_to_cycles(args.timer_ms * 1_000_000);
+        while tsc::now() < window_end {
+            cpu::enable_interrupts_and_halt();
+        }
     }
     kprintln!("kernel: timer window done at +{} ms", elapsed_ms());
     // Stop every tick so the counts stay put while they are reported.
