@@ -29,6 +29,7 @@ pub const FAULT_NAMES: &[&str] = &[
     "panic",
     "hang",
     "triple",
+    "stack-overflow",
 ];
 
 /// A deliberate fault, for testing the fault path.
@@ -50,6 +51,9 @@ pub enum Fault {
     Hang,
     /// Load an empty IDT and trap: a triple fault (QEMU exits with 0).
     Triple,
+    /// Recurse until the stack's guard page is hit: a double fault,
+    /// reported from the IST stack.
+    StackOverflow,
 }
 
 /// The benchmarks selected with `bench=`.
@@ -252,6 +256,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     "panic" => Fault::Panic,
                     "hang" => Fault::Hang,
                     "triple" => Fault::Triple,
+                    "stack-overflow" => Fault::StackOverflow,
                     _ => {
                         return Err(ArgsError::Bad(ArgumentError {
                             message: ArgumentMessage::UnknownName {

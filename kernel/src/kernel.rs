@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::arch::{apic, cpu, interrupts, pvh, smp, tsc};
+use crate::arch::{apic, cpu, interrupts, paging, pvh, smp, tsc};
 use crate::args::{Fault, KernelArgs};
 use crate::exit::{exit, ExitCode};
 use crate::{acpi, bench, console, heap, kprintln, metrics, timer};
@@ -52,11 +52,21 @@ fn fail(message: core::fmt::Arguments<'_>) -> ! {
     exit(ExitCode::Failure)
 }
 
-fn allocate_ist_stacks() -> [u64; 3] {
-    core::array::from_fn(|_| {
-        let stack = alloc::vec![0u8; cpu::IST_STACK_SIZE].leak();
-        stack.as_ptr() as u64 + cpu::IST_STACK_SIZE as u64
-    })
+/// Gives CPU `index` its IST stacks, each with a guard page. Runs on the
+/// bootstrap processor before the application processors start.
+fn allocate_ist_stacks(index: usize) {
+    for top in &cpu::per_cpu(index).ist_stack_tops {
+        // SAFETY: only the bootstrap processor runs yet (see callers).
+        match unsafe { paging::allocate_guarded_stack(cpu::IST_STACK_SIZE) } {
+            Ok(stack_top) => top.store(stack_top, Ordering::Release),
+            Err(error) => fail(format_args!("IST stack for cpu {index}: {error}")),
+        }
+    }
+}
+
+unsafe extern "C" {
+    /// Lowest page of the bootstrap processor's boot stack (arch/boot.rs).
+    static boot_stack_bottom: u8;
 }
 
 /// The bootstrap processor's Rust entry, called by `boot.rs` with the PVH
@@ -92,11 +102,18 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     // SAFETY: once, on the bootstrap processor, before any CPU loads the IDT.
     unsafe { interrupts::init_idt() };
-    let ist_stacks = allocate_ist_stacks();
-    // SAFETY: once on this CPU, bound to GS, interrupts off; the stacks are
-    // leaked and live forever.
-    unsafe { cpu::load_descriptor_tables(&ist_stacks) };
+    allocate_ist_stacks(0);
+    // SAFETY: once on this CPU, bound to GS, interrupts off, its IST stacks
+    // allocated (and leaked: they live forever).
+    unsafe { cpu::load_descriptor_tables() };
     interrupts::load_idt();
+    // The boot stack's lowest page becomes its guard page.
+    // SAFETY: only this CPU runs; the boot stack is 64 KiB and the kernel
+    // runs far above its lowest page, which nothing else uses.
+    if let Err(error) = unsafe { paging::unmap_page(core::ptr::addr_of!(boot_stack_bottom) as u64) }
+    {
+        fail(format_args!("boot stack guard page: {error}"));
+    }
     kprintln!(
         "kernel: booting; command line \"{}\"",
         boot_info.command_line()
@@ -127,6 +144,9 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     cpu::set_cpus_found(apic_ids.len());
     for (index, &apic_id) in apic_ids.iter().enumerate() {
         cpu::assign_apic_id(index, apic_id);
+    }
+    for index in 1..apic_ids.len() {
+        allocate_ist_stacks(index);
     }
     cpu::bind_to_gs(0, my_apic_id);
     if topology.processors_ignored > 0 {
@@ -428,7 +448,7 @@ fn provoke_fault_on(fault: Fault, cpu_index: usize) {
 static FAULT_TO_PROVOKE: AtomicU64 = AtomicU64::new(0);
 
 fn provoke_requested_fault() {
-    const FAULTS: [Fault; 8] = [
+    const FAULTS: [Fault; 9] = [
         Fault::Page,
         Fault::InvalidOpcode,
         Fault::GeneralProtection,
@@ -437,6 +457,7 @@ fn provoke_requested_fault() {
         Fault::Panic,
         Fault::Hang,
         Fault::Triple,
+        Fault::StackOverflow,
     ];
     let wanted = FAULT_TO_PROVOKE.load(Ordering::Relaxed);
     let fault = FAULTS
@@ -463,6 +484,9 @@ fn provoke_requested_fault() {
         Fault::Breakpoint => unsafe { core::arch::asm!("int3") },
         Fault::Panic => panic!("deliberate panic requested by the fault= kernel argument"),
         Fault::Hang => cpu::halt_forever(),
+        Fault::StackOverflow => {
+            recurse_forever(0);
+        }
         Fault::Triple => {
             cpu::disable_interrupts();
             interrupts::load_empty_idt_for_self_test();
@@ -471,6 +495,18 @@ fn provoke_requested_fault() {
             unsafe { core::arch::asm!("int3") };
         }
     }
+}
+
+/// Uses 4 KiB of stack per level until the guard page stops it. The
+/// recursion depends on a value the compiler cannot see through, so it is
+/// neither removed nor turned into a loop.
+fn recurse_forever(depth: u64) -> u64 {
+    const FRAME_WORDS: usize = 512;
+    let frame = core::hint::black_box([depth; FRAME_WORDS]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return frame[0];
+    }
+    recurse_forever(depth + 1).wrapping_add(frame[FRAME_WORDS - 1])
 }
 
 /// An application processor's Rust entry, reached from the trampoline with
@@ -483,10 +519,9 @@ extern "C" fn ap_main(_slot: u32) -> ! {
         cpu::halt_forever()
     };
     cpu::bind_to_gs(index, apic_id);
-    let ist_stacks = allocate_ist_stacks();
     // SAFETY: once on this CPU, bound to GS, interrupts off (the trampoline
-    // starts with `cli`); the stacks are leaked and live forever.
-    unsafe { cpu::load_descriptor_tables(&ist_stacks) };
+    // starts with `cli`); the bootstrap processor allocated its IST stacks.
+    unsafe { cpu::load_descriptor_tables() };
     interrupts::load_idt();
     apic::init_local_apic();
     cpu::current().online.store(true, Ordering::Release);

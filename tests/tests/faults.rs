@@ -114,3 +114,18 @@ fn bad_number_is_refused() {
     let errors = records_of_type(&report, "error");
     assert!(errors[0]["message"].as_str().unwrap().contains("tick_hz"));
 }
+
+#[test]
+fn stack_overflow_hits_the_guard_page_and_is_reported_as_a_double_fault() {
+    for cpu in [0u64, 1] {
+        let report = boot(2, &format!("fault=stack-overflow fault_cpu={cpu}"));
+        expect_status(&report, ExitStatusKind::Fault);
+        let faults = records_of_type(&report, "fault");
+        assert_eq!(faults.len(), 1, "{}", report.serial_log);
+        assert_eq!(
+            faults[0]["vector"], 8,
+            "a double fault, delivered on its IST stack"
+        );
+        assert_eq!(faults[0]["cpu"], cpu);
+    }
+}

@@ -76,6 +76,9 @@ pub struct PerCpu {
     pub mailbox_done: AtomicU64,
     /// Interrupt nesting depth (exceptions inside handlers are reported).
     pub interrupt_depth: AtomicU32,
+    /// Tops of this CPU's IST stacks (double fault, NMI, machine check),
+    /// allocated with guard pages by the bootstrap processor.
+    pub ist_stack_tops: [AtomicU64; 3],
     gdt: UnsafeCell<Gdt>,
     tss: UnsafeCell<TaskStateSegment>,
     pub(crate) local_apic: UnsafeCell<Option<x2apic::lapic::LocalApic>>,
@@ -102,6 +105,7 @@ impl PerCpu {
             mailbox: AtomicUsize::new(0),
             mailbox_done: AtomicU64::new(0),
             interrupt_depth: AtomicU32::new(0),
+            ist_stack_tops: [const { AtomicU64::new(0) }; 3],
             gdt: UnsafeCell::new(Gdt {
                 null: 0,
                 code: 0,
@@ -175,14 +179,19 @@ pub fn bind_to_gs(index: usize, apic_id: u32) {
     GS_READY.store(true, Ordering::Release);
 }
 
-/// Builds and loads the calling CPU's GDT and TSS, with the given IST stack
-/// tops (indexed by IST slot - 1), and reloads every segment register.
+/// Builds and loads the calling CPU's GDT and TSS, with the IST stacks in
+/// its `ist_stack_tops`, and reloads every segment register.
 ///
 /// # Safety
 /// Must run once per CPU, on the CPU whose block is bound to GS, with
-/// interrupts disabled; the stacks must stay allocated forever.
-pub unsafe fn load_descriptor_tables(ist_stack_tops: &[u64; 3]) {
+/// interrupts disabled, after its `ist_stack_tops` were filled with stacks
+/// that stay allocated forever.
+pub unsafe fn load_descriptor_tables() {
     let block = current();
+    let ist_stack_tops = block
+        .ist_stack_tops
+        .each_ref()
+        .map(|top| top.load(Ordering::Acquire));
     // SAFETY: only this CPU touches its `tss` and `gdt`, and only here
     // (function contract), so the exclusive references are unique.
     let (tss, gdt) = unsafe { (&mut *block.tss.get(), &mut *block.gdt.get()) };

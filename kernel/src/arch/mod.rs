@@ -5,6 +5,7 @@ pub mod apic;
 pub mod boot;
 pub mod cpu;
 pub mod interrupts;
+pub mod paging;
 pub mod pit;
 pub mod pvh;
 pub mod smp;

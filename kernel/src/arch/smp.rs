@@ -9,7 +9,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{apic, cpu, pit, tsc};
+use super::{apic, cpu, paging, pit, tsc};
 
 /// Physical address the trampoline is copied to (page 8: SIPI vector 0x08).
 pub const TRAMPOLINE_ADDRESS: u64 = 0x8000;
@@ -169,9 +169,10 @@ pub unsafe fn start_application_processors(
         };
     }
     let stack_tops: Vec<u64> = (1..count)
+        // SAFETY: only this CPU runs (caller's contract).
         .map(|_| {
-            let stack = alloc::vec![0u8; AP_STACK_SIZE].leak();
-            stack.as_ptr() as u64 + AP_STACK_SIZE as u64
+            unsafe { paging::allocate_guarded_stack(AP_STACK_SIZE) }
+                .expect("memory for AP boot stacks")
         })
         .collect();
     let stack_table = stack_tops.leak();
