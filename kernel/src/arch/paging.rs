@@ -61,7 +61,7 @@ fn table_index(address: u64, level: u32) -> usize {
 /// Nothing may use the page afterwards (it is leaked to be a guard), and
 /// no other CPU may be running yet (only this CPU's TLB is flushed).
 pub unsafe fn unmap_page(address: u64) -> Result<(), PagingError> {
-    if address % PAGE_SIZE != 0 {
+    if !address.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Unaligned(address));
     }
     if address >= IDENTITY_MAPPED_END {

@@ -169,8 +169,8 @@ pub unsafe fn start_application_processors(
         };
     }
     let stack_tops: Vec<u64> = (1..count)
-        // SAFETY: only this CPU runs (caller's contract).
         .map(|_| {
+            // SAFETY: only this CPU runs yet (caller's contract).
             unsafe { paging::allocate_guarded_stack(AP_STACK_SIZE) }
                 .expect("memory for AP boot stacks")
         })
