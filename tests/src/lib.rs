@@ -16,7 +16,22 @@ pub use spindle_tools::{ExitStatusKind, RunReport};
 /// a 4-CPU boot with its measurements takes a few seconds.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Environment variable that forces the accelerator of the integration
+/// tests (`kvm`, `tcg` or `auto`, the default), e.g. to check the suite
+/// under TCG on a machine that has KVM.
+pub const ACCEL_VARIABLE: &str = "SPINDLE_ACCEL";
+
 static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+
+/// The accelerator the tests ask for (see `ACCEL_VARIABLE`).
+pub fn accel_choice() -> AccelChoice {
+    match std::env::var(ACCEL_VARIABLE).as_deref() {
+        Ok("kvm") => AccelChoice::Kvm,
+        Ok("tcg") => AccelChoice::Tcg,
+        Ok("auto") | Err(_) => AccelChoice::Auto,
+        Ok(other) => panic!("{ACCEL_VARIABLE}={other}: expected kvm, tcg or auto"),
+    }
+}
 /// QEMU runs one at a time inside a test binary: TCG guests with several
 /// vCPUs on a 2-core machine starve each other otherwise.
 static ONE_QEMU_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -54,7 +69,7 @@ pub fn boot_with_input(
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let options = RunOptions {
         smp,
-        accel: AccelChoice::Auto,
+        accel: accel_choice(),
         append: append.to_string(),
         timeout,
         kernel: Some(image),
