@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+pub use spindle_tools::Topology;
 use spindle_tools::{AccelChoice, RunOptions};
 pub use spindle_tools::{ExitStatusKind, RunReport};
 
@@ -63,19 +64,38 @@ pub fn boot_with_input(
     timeout: Duration,
     input: Option<&[u8]>,
 ) -> RunReport {
+    boot_with_options(RunOptions {
+        smp,
+        append: append.to_string(),
+        timeout,
+        serial_input: input.map(<[u8]>::to_vec),
+        ..RunOptions::default()
+    })
+}
+
+/// Boots Spindle with `topology` (sockets × cores × threads CPUs).
+pub fn boot_with_topology(topology: Topology, append: &str) -> RunReport {
+    boot_with_options(RunOptions {
+        smp: topology.cpus(),
+        topology: Some(topology),
+        append: append.to_string(),
+        timeout: BOOT_TIMEOUT,
+        ..RunOptions::default()
+    })
+}
+
+/// Boots Spindle with `options`; the image, the accelerator (see
+/// `ACCEL_VARIABLE`) and quiet output are set here for every test.
+pub fn boot_with_options(options: RunOptions) -> RunReport {
     let image = kernel_image();
     let _turn = ONE_QEMU_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let options = RunOptions {
-        smp,
         accel: accel_choice(),
-        append: append.to_string(),
-        timeout,
         kernel: Some(image),
         echo: false,
-        serial_input: input.map(<[u8]>::to_vec),
-        ..RunOptions::default()
+        ..options
     };
     spindle_tools::run(&options).unwrap_or_else(|error| panic!("running QEMU failed: {error}"))
 }

@@ -1,9 +1,10 @@
-//! Boots Spindle at -smp 1, 2 and 4 and checks what it reports: every CPU
+//! Boots Spindle at -smp 1, 2 and 4 (and with non-dense APIC IDs) and checks
+//! what it reports: every CPU
 //! online and ticking, every IPI answered, the histograms filled.
 
 use spindle_tests::{
-    boot, boot_with_input, expect_status, histogram, records_of_type, scalar_list, scalar_u64,
-    ExitStatusKind, BOOT_TIMEOUT,
+    boot, boot_with_input, boot_with_topology, expect_status, histogram, records_of_type,
+    scalar_list, scalar_u64, ExitStatusKind, Topology, BOOT_TIMEOUT,
 };
 
 fn check_boot(smp: u32) {
@@ -130,5 +131,27 @@ fn serial_console_reads_input_lines() {
     assert_eq!(
         lines,
         ["hello spindle", "second \"line\" with \\ and tab\t"]
+    );
+}
+
+#[test]
+fn non_dense_apic_ids_are_found_and_started() {
+    // QEMU pads the core field of the APIC ID to a power of two: 2 sockets
+    // of 3 cores give APIC IDs 0, 1, 2, 4, 5, 6.
+    let topology = Topology {
+        sockets: 2,
+        cores: 3,
+        threads: 1,
+    };
+    let report = boot_with_topology(topology, "");
+    expect_status(&report, ExitStatusKind::Ok);
+    assert_eq!(scalar_list(&report, "apic_ids"), [0, 1, 2, 4, 5, 6]);
+    assert_eq!(scalar_u64(&report, "cpus_online"), 6);
+    assert!(scalar_list(&report, "ticks_per_cpu")
+        .iter()
+        .all(|&ticks| ticks > 0));
+    assert_eq!(
+        scalar_list(&report, "ipi_answered"),
+        [0, 100, 100, 100, 100, 100]
     );
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::RunError;
-use crate::qemu::{AccelChoice, KvmProbe};
+use crate::qemu::{AccelChoice, KvmProbe, Topology};
 use crate::runner::{RunOptions, MAX_SMP};
 
 /// Environment variable that replaces the `/dev/kvm` probe: `1` = KVM usable,
@@ -93,6 +93,11 @@ pub struct RunArguments {
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SMP)))]
     pub smp: u32,
 
+    /// CPU topology as SOCKETSxCORESxTHREADS (e.g. 2x3x1); the product must
+    /// equal --smp. QEMU then numbers APIC IDs with gaps (2x3x1: 0,1,2,4,5,6).
+    #[arg(long, value_name = "SxCxT")]
+    pub topology: Option<Topology>,
+
     /// Accelerator: `kvm`, `tcg`, or `auto` (KVM when /dev/kvm can be opened
     /// read+write, else TCG; if QEMU then fails to start KVM, or KVM stops the
     /// guest with an internal error, one notice is printed and the run is
@@ -166,6 +171,7 @@ impl RunArguments {
         };
         Ok(RunOptions {
             smp: self.smp,
+            topology: self.topology,
             accel: self.accel,
             memory_mib: self.memory,
             append: self.append.clone(),

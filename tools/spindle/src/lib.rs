@@ -70,7 +70,7 @@ pub use document::{HistogramSummary, ProtocolProblem};
 pub use error::RunError;
 pub use kernel_build::build_kernel;
 pub use outcome::ExitStatusKind;
-pub use qemu::{Accel, AccelChoice, KvmProbe};
+pub use qemu::{Accel, AccelChoice, KvmProbe, Topology};
 pub use runner::{run, RunOptions, RunReport};
 
 /// Exit codes of the `spindle` binary (see the crate documentation).

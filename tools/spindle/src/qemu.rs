@@ -150,10 +150,71 @@ impl KvmProbe {
     }
 }
 
+/// How the virtual CPUs are arranged: QEMU's `-smp N,sockets=S,cores=C,threads=T`.
+/// QEMU pads each level of the APIC ID to a power of two, so a topology
+/// like 2×3×1 gives non-dense APIC IDs (0, 1, 2, 4, 5, 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// Sockets.
+    pub sockets: u32,
+    /// Cores per socket.
+    pub cores: u32,
+    /// Threads per core.
+    pub threads: u32,
+}
+
+impl Topology {
+    /// The number of CPUs: sockets × cores × threads.
+    pub fn cpus(&self) -> u32 {
+        self.sockets
+            .saturating_mul(self.cores)
+            .saturating_mul(self.threads)
+    }
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+
+    /// Parses `SOCKETSxCORESxTHREADS`, e.g. `2x3x1`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split('x').collect();
+        let [sockets, cores, threads] = parts.as_slice() else {
+            return Err(format!(
+                "'{text}' is not SOCKETSxCORESxTHREADS (e.g. 2x3x1)"
+            ));
+        };
+        let number = |part: &str, what: &str| -> Result<u32, String> {
+            match part.parse::<u32>() {
+                Ok(value) if value > 0 => Ok(value),
+                _ => Err(format!(
+                    "'{text}': {what} must be a positive number, not '{part}'"
+                )),
+            }
+        };
+        Ok(Topology {
+            sockets: number(sockets, "sockets")?,
+            cores: number(cores, "cores")?,
+            threads: number(threads, "threads")?,
+        })
+    }
+}
+
+/// The value of QEMU's `-smp` option.
+pub fn smp_argument(smp: u32, topology: Option<Topology>) -> String {
+    match topology {
+        None => smp.to_string(),
+        Some(topology) => format!(
+            "{smp},sockets={},cores={},threads={}",
+            topology.sockets, topology.cores, topology.threads
+        ),
+    }
+}
+
 /// The arguments after the program name; see the module documentation.
 pub fn qemu_arguments(
     accel: Accel,
     smp: u32,
+    topology: Option<Topology>,
     memory_mib: u32,
     kernel: &Path,
     kernel_arguments: &str,
@@ -177,7 +238,7 @@ pub fn qemu_arguments(
         }
     }
     push("-smp");
-    push(&smp.to_string());
+    push(&smp_argument(smp, topology));
     push("-m");
     push(&memory_mib.to_string());
     for argument in [
@@ -575,10 +636,33 @@ mod tests {
     }
 
     #[test]
+    fn topology_parsing_and_smp_argument() {
+        let topology: Topology = "2x3x1".parse().unwrap();
+        assert_eq!(
+            topology,
+            Topology {
+                sockets: 2,
+                cores: 3,
+                threads: 1
+            }
+        );
+        assert_eq!(topology.cpus(), 6);
+        assert_eq!(
+            smp_argument(6, Some(topology)),
+            "6,sockets=2,cores=3,threads=1"
+        );
+        assert_eq!(smp_argument(4, None), "4");
+        for bad in ["2x3", "2x0x1", "axbxc", "", "1x2x3x4"] {
+            assert!(bad.parse::<Topology>().is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
     fn kvm_command_line() {
         let arguments = qemu_arguments(
             Accel::Kvm,
             4,
+            None,
             512,
             Path::new("/k/image"),
             "bench=ipi verbose=1",
@@ -595,7 +679,14 @@ mod tests {
 
     #[test]
     fn tcg_command_line() {
-        let arguments = strings(&qemu_arguments(Accel::Tcg, 1, 256, Path::new("k"), ""));
+        let arguments = strings(&qemu_arguments(
+            Accel::Tcg,
+            1,
+            None,
+            256,
+            Path::new("k"),
+            "",
+        ));
         let position = arguments
             .iter()
             .position(|argument| argument == "-accel")

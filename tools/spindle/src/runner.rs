@@ -14,6 +14,7 @@ use crate::kernel_build::build_kernel;
 use crate::outcome::{classify, ExitStatusKind, QEMU_STATUS_FAILURE, QEMU_STATUS_SUCCESS};
 use crate::qemu::{
     self, qemu_arguments, supervise, Accel, AccelChoice, KvmProbe, QemuProgram, Supervised,
+    Topology,
 };
 
 /// The largest `--smp` the runner accepts.
@@ -30,6 +31,9 @@ pub const MAX_SMP: u32 = 255;
 pub struct RunOptions {
     /// Number of virtual CPUs (`-smp`), 1..=255. Default 2.
     pub smp: u32,
+    /// How the CPUs are arranged in sockets, cores and threads; `None`
+    /// (default) lets QEMU choose. Its CPU count must equal `smp`.
+    pub topology: Option<Topology>,
     /// Accelerator choice. Default [`AccelChoice::Auto`].
     pub accel: AccelChoice,
     /// Guest memory in MiB (`-m`). Default 512.
@@ -57,6 +61,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             smp: 2,
+            topology: None,
             accel: AccelChoice::Auto,
             memory_mib: 512,
             append: String::new(),
@@ -89,6 +94,18 @@ impl RunOptions {
         let invalid = |detail: String| Err(RunError::InvalidOption { detail });
         if !(1..=MAX_SMP).contains(&self.smp) {
             return invalid(format!("smp must be 1..={MAX_SMP}, not {}", self.smp));
+        }
+        if let Some(topology) = self.topology {
+            if topology.cpus() != self.smp {
+                return invalid(format!(
+                    "topology {}x{}x{} has {} CPUs, but smp is {}",
+                    topology.sockets,
+                    topology.cores,
+                    topology.threads,
+                    topology.cpus(),
+                    self.smp
+                ));
+            }
         }
         if self.memory_mib == 0 {
             return invalid("memory must be at least 1 MiB".into());
@@ -212,6 +229,7 @@ fn boot(
     let arguments = qemu_arguments(
         accel,
         options.smp,
+        options.topology,
         options.memory_mib,
         kernel,
         &options.kernel_arguments(),
