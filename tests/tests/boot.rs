@@ -1,6 +1,6 @@
 //! Boots Spindle at -smp 1, 2 and 4 (and with non-dense APIC IDs) and checks
-//! what it reports: every CPU
-//! online and ticking, every IPI answered, the histograms filled.
+//! what it reports: every CPU online and ticking, every IPI answered, the
+//! histograms filled.
 
 use spindle_tests::{
     boot, boot_with_input, boot_with_topology, expect_status, histogram, records_of_type,

@@ -77,7 +77,7 @@ pub enum CliCommand {
     /// percentile table of every histogram are printed, then `spindle: ok` or
     /// the failure.
     #[command(after_long_help = RUN_AFTER_HELP)]
-    Run(RunArguments),
+    Run(Box<RunArguments>),
     /// Build the kernel image and print its path.
     ///
     /// Runs `cargo build --release -p spindle-kernel --target
@@ -230,7 +230,7 @@ mod tests {
 
     fn run_arguments(arguments: &[&str]) -> RunArguments {
         match parse(arguments).unwrap().command {
-            CliCommand::Run(run) => run,
+            CliCommand::Run(run) => *run,
             other => panic!("expected run, got {other:?}"),
         }
     }
