@@ -1,7 +1,7 @@
 //! The house rules, checked by the test suite so CI enforces them: `unsafe`
 //! only in `kernel/`, every other crate `#![forbid(unsafe_code)]`, and the
-//! kernel clean under clippy with the workspace lints (every unsafe block
-//! documented with `// SAFETY:`).
+//! kernel and the host crates clean under clippy with the workspace lints
+//! (every unsafe block documented with `// SAFETY:`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,20 +74,25 @@ fn unsafe_code_only_in_the_kernel_crate() {
 #[test]
 fn every_other_crate_forbids_unsafe_code() {
     let root = workspace_root();
-    let crate_roots = [
-        "kernel/libs/histogram/src/lib.rs",
-        "kernel/libs/records/src/lib.rs",
-        "kernel/libs/cmdline/src/lib.rs",
-        "tools/spindle/src/lib.rs",
-        "tools/spindle/src/main.rs",
-        "tests/src/lib.rs",
-    ];
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    // Crate roots: src/lib.rs and src/main.rs of every package but the kernel.
+    let crate_roots: Vec<&PathBuf> = files
+        .iter()
+        .filter(|path| path.ends_with("src/lib.rs") || path.ends_with("src/main.rs"))
+        .filter(|path| !path.starts_with(root.join("kernel").join("src")))
+        .collect();
+    assert!(
+        crate_roots.len() >= 6,
+        "found too few crate roots: {crate_roots:?}"
+    );
     for crate_root in crate_roots {
-        let text = std::fs::read_to_string(root.join(crate_root))
-            .unwrap_or_else(|error| panic!("{crate_root}: {error}"));
+        let text = std::fs::read_to_string(crate_root)
+            .unwrap_or_else(|error| panic!("{}: {error}", crate_root.display()));
         assert!(
             text.contains("#![forbid(unsafe_code)]"),
-            "{crate_root} lacks #![forbid(unsafe_code)]"
+            "{} lacks #![forbid(unsafe_code)]",
+            crate_root.display()
         );
     }
 }
@@ -114,6 +119,31 @@ fn kernel_passes_clippy_with_the_workspace_lints() {
     assert!(
         output.status.success(),
         "clippy found problems in the kernel (every unsafe block needs a // SAFETY: comment):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn host_crates_pass_clippy_with_the_workspace_lints() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "clippy",
+            "--quiet",
+            "--workspace",
+            "--exclude",
+            "spindle-kernel",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .output()
+        .expect("cargo clippy runs");
+    assert!(
+        output.status.success(),
+        "clippy found problems in the host crates:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
