@@ -1,0 +1,142 @@
+//! Ignored micro-benchmark: nanoseconds per raise against direct and indirect call baselines.
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use spindle_dispatch::{Combine, DefaultPolicy, DomainId, Event, Handler, HandlerHandle};
+
+/// Calls per measurement.
+const ITERATIONS: u64 = 20_000_000;
+/// Measurements per case; the fastest is reported (least disturbed).
+const REPEATS: usize = 5;
+
+/// Nanoseconds per iteration of `body`, the best of `REPEATS`.
+fn nanoseconds_per_call(mut body: impl FnMut(u64) -> u64) -> f64 {
+    (0..REPEATS)
+        .map(|_| {
+            let start = Instant::now();
+            let mut accumulated = 0u64;
+            for iteration in 0..ITERATIONS {
+                accumulated = accumulated.wrapping_add(body(black_box(iteration)));
+            }
+            black_box(accumulated);
+            start.elapsed().as_secs_f64() * 1e9 / ITERATIONS as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[inline(never)]
+fn add_one(value: u64) -> u64 {
+    value.wrapping_add(1)
+}
+
+/// An event whose default (returning its argument) runs only when no handler ran.
+fn event_with(handlers: usize, guarded: bool) -> (Event<u64, u64>, Vec<HandlerHandle>) {
+    let dispatcher = common::dispatcher(1);
+    let (event, _owner) = dispatcher
+        .event::<u64, u64>("benchmark", |value| *value)
+        .combine(Combine::Last)
+        .default_policy(DefaultPolicy::OnlyIfNoHandlerRan)
+        .quota(handlers.max(1))
+        .accept_all()
+        .create();
+    let handles = (0..handlers)
+        .map(|_| {
+            let handler = Handler::new(|value: &u64| value.wrapping_add(1));
+            let handler = if guarded {
+                handler.guard(|value| *value != u64::MAX)
+            } else {
+                handler
+            };
+            event.install(DomainId(1), handler).unwrap()
+        })
+        .collect();
+    (event, handles)
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture"]
+fn raise_cost() {
+    common::set_cpu(0);
+    let direct = nanoseconds_per_call(add_one);
+    let indirect_function: &dyn Fn(u64) -> u64 = black_box(&|value: u64| value.wrapping_add(1));
+    let indirect = nanoseconds_per_call(|value| black_box(indirect_function)(value));
+    let counter = AtomicU64::new(0);
+    let atomic = nanoseconds_per_call(|value| counter.fetch_add(value, Ordering::AcqRel));
+    println!("baseline direct call        {direct:6.2} ns");
+    println!("baseline indirect call      {indirect:6.2} ns");
+    // The raise's only synchronisation: one read-lock acquire and release.
+    let lock = spin::RwLock::new(1u64);
+    let read_lock = nanoseconds_per_call(|value| {
+        let guard = lock.try_read();
+        guard.map_or(0, |inside| *inside + value)
+    });
+    println!("baseline locked fetch_add   {atomic:6.2} ns");
+    println!("baseline read-lock pair     {read_lock:6.2} ns");
+
+    let cases = [
+        ("raise h0 (default only)", 0, false),
+        ("raise h1", 1, false),
+        ("raise h1g (1 guard)", 1, true),
+        ("raise h4", 4, false),
+        ("raise h4g", 4, true),
+        ("raise h16", 16, false),
+        ("raise h16g", 16, true),
+    ];
+    let mut h1g = f64::NAN;
+    for (name, handlers, guarded) in cases {
+        let (event, handles) = event_with(handlers, guarded);
+        let cost = nanoseconds_per_call(|value| event.raise(&value));
+        println!(
+            "{name:<27} {cost:6.2} ns  ({:.1}x indirect)",
+            cost / indirect
+        );
+        if handlers == 1 && guarded {
+            h1g = cost;
+        }
+        assert_eq!(handles.len(), handlers);
+    }
+    assert!(h1g.is_finite() && h1g > 0.0);
+
+    // Scaling: the same h1g raise on several threads at once.
+    let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    let dispatcher = common::dispatcher(threads);
+    let (event, _owner) = dispatcher
+        .event::<u64, u64>("scaling", |value| *value)
+        .default_policy(DefaultPolicy::OnlyIfNoHandlerRan)
+        .accept_all()
+        .create();
+    let _handle = event
+        .install(
+            DomainId(1),
+            Handler::new(|value: &u64| value.wrapping_add(1)).guard(|value| *value != u64::MAX),
+        )
+        .unwrap();
+    let event = Arc::new(event);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|cpu| {
+            let event = Arc::clone(&event);
+            common::spawn_on_cpu(cpu, move || {
+                nanoseconds_per_call(|value| event.raise(&value))
+            })
+        })
+        .collect();
+    let per_thread: Vec<f64> = workers
+        .into_iter()
+        .map(|worker| worker.join().unwrap())
+        .collect();
+    println!(
+        "raise h1g on {threads} threads at once: {} ns per raise per thread ({:.1} s)",
+        per_thread
+            .iter()
+            .map(|cost| format!("{cost:.2}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        start.elapsed().as_secs_f64()
+    );
+}
