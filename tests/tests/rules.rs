@@ -97,53 +97,48 @@ fn every_other_crate_forbids_unsafe_code() {
     }
 }
 
-#[test]
-fn kernel_passes_clippy_with_the_workspace_lints() {
+/// Runs `cargo clippy ARGUMENTS -- -D warnings` in the workspace and fails
+/// the test with clippy's output when it finds anything.
+fn assert_clippy_clean(arguments: &[&str], what: &str) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(workspace_root())
-        .args([
-            "clippy",
-            "--quiet",
-            "--release",
-            "-p",
-            "spindle-kernel",
-            "--target",
-            "x86_64-unknown-none",
-            "--",
-            "-D",
-            "warnings",
-        ])
+        .arg("clippy")
+        .arg("--quiet")
+        .args(arguments)
+        .args(["--", "-D", "warnings"])
         .output()
         .expect("cargo clippy runs");
     assert!(
         output.status.success(),
-        "clippy found problems in the kernel (every unsafe block needs a // SAFETY: comment):\n{}",
+        "clippy found problems in {what}:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
 }
 
 #[test]
+fn kernel_passes_clippy_with_the_workspace_lints() {
+    assert_clippy_clean(
+        &[
+            "--release",
+            "-p",
+            "spindle-kernel",
+            "--target",
+            "x86_64-unknown-none",
+        ],
+        "the kernel (every unsafe block needs a // SAFETY: comment)",
+    );
+}
+
+#[test]
 fn host_crates_pass_clippy_with_the_workspace_lints() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "clippy",
-            "--quiet",
+    assert_clippy_clean(
+        &[
             "--workspace",
             "--exclude",
             "spindle-kernel",
             "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .output()
-        .expect("cargo clippy runs");
-    assert!(
-        output.status.success(),
-        "clippy found problems in the host crates:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        "the host crates",
     );
 }
