@@ -108,31 +108,44 @@ impl Default for KernelArgs {
     }
 }
 
-/// A bad kernel argument; the message names it.
+/// A bad kernel command line; the message names the offending argument.
 #[derive(Debug)]
-pub struct ArgumentError {
-    message: ArgumentMessage,
-}
-
-#[derive(Debug)]
-enum ArgumentMessage {
+pub enum ArgsError<'a> {
+    /// The command line's syntax is wrong.
+    Syntax(spindle_cmdline::CmdlineError<'a>),
+    /// A key the kernel does not know.
+    UnknownKey(&'a str),
+    /// A known key with a bad value.
     Value {
+        /// The key.
         key: &'static str,
+        /// What is wrong with its value.
         problem: &'static str,
     },
+    /// A known key naming something that does not exist.
     UnknownName {
+        /// The key.
         key: &'static str,
+        /// The names it accepts.
         known: &'static [&'static str],
     },
 }
 
-impl fmt::Display for ArgumentError {
+impl fmt::Display for ArgsError<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.message {
-            ArgumentMessage::Value { key, problem } => {
+        match self {
+            ArgsError::Syntax(error) => write!(formatter, "bad kernel command line: {error}"),
+            ArgsError::UnknownKey(key) => {
+                write!(
+                    formatter,
+                    "unknown kernel argument '{key}'; known arguments: "
+                )?;
+                write_list(formatter, KNOWN_KEYS)
+            }
+            ArgsError::Value { key, problem } => {
                 write!(formatter, "kernel argument '{key}': {problem}")
             }
-            ArgumentMessage::UnknownName { key, known } => {
+            ArgsError::UnknownName { key, known } => {
                 write!(
                     formatter,
                     "kernel argument '{key}': unknown name; known names: "
@@ -153,46 +166,8 @@ fn write_list(formatter: &mut fmt::Formatter<'_>, names: &[&str]) -> fmt::Result
     Ok(())
 }
 
-/// Error for an unknown key, keeping the offending text.
-#[derive(Debug)]
-pub struct UnknownKey<'a>(pub &'a str);
-
-impl fmt::Display for UnknownKey<'_> {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "unknown kernel argument '{}'; known arguments: ",
-            self.0
-        )?;
-        write_list(formatter, KNOWN_KEYS)
-    }
-}
-
-/// Either kind of argument error, for reporting.
-#[derive(Debug)]
-pub enum ArgsError<'a> {
-    /// A key the kernel does not know.
-    Unknown(UnknownKey<'a>),
-    /// The command line's syntax is wrong.
-    Syntax(spindle_cmdline::CmdlineError<'a>),
-    /// A known key with a bad value.
-    Bad(ArgumentError),
-}
-
-impl fmt::Display for ArgsError<'_> {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArgsError::Unknown(error) => error.fmt(formatter),
-            ArgsError::Syntax(error) => write!(formatter, "bad kernel command line: {error}"),
-            ArgsError::Bad(error) => error.fmt(formatter),
-        }
-    }
-}
-
 fn value_error(key: &'static str, problem: &'static str) -> ArgsError<'static> {
-    ArgsError::Bad(ArgumentError {
-        message: ArgumentMessage::Value { key, problem },
-    })
+    ArgsError::Value { key, problem }
 }
 
 fn number(
@@ -219,7 +194,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
     let mut args = KernelArgs::default();
     for argument in command_line.iter() {
         let Some(key) = known_key(argument.key) else {
-            return Err(ArgsError::Unknown(UnknownKey(argument.key)));
+            return Err(ArgsError::UnknownKey(argument.key));
         };
         let value = argument.value;
         match key {
@@ -236,12 +211,10 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                         "ipi" => args.benches.ipi = true,
                         "tsc" => args.benches.tsc = true,
                         _ => {
-                            return Err(ArgsError::Bad(ArgumentError {
-                                message: ArgumentMessage::UnknownName {
-                                    key,
-                                    known: BENCH_NAMES,
-                                },
-                            }))
+                            return Err(ArgsError::UnknownName {
+                                key,
+                                known: BENCH_NAMES,
+                            })
                         }
                     }
                 }
@@ -258,12 +231,10 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     "triple" => Fault::Triple,
                     "stack-overflow" => Fault::StackOverflow,
                     _ => {
-                        return Err(ArgsError::Bad(ArgumentError {
-                            message: ArgumentMessage::UnknownName {
-                                key,
-                                known: FAULT_NAMES,
-                            },
-                        }))
+                        return Err(ArgsError::UnknownName {
+                            key,
+                            known: FAULT_NAMES,
+                        })
                     }
                 })
             }

@@ -108,13 +108,3 @@ pub fn tsc_read_cost(samples: u64) -> u64 {
     }
     missed
 }
-
-/// Prints the human summary of the base histograms.
-pub fn print_summaries() {
-    for histogram in [IPI_ROUND_TRIP.get(), TSC_READ_COST.get()]
-        .into_iter()
-        .flatten()
-    {
-        metrics::print_summary(histogram);
-    }
-}

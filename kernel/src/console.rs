@@ -237,6 +237,15 @@ pub fn write_record(
     let _ = result;
 }
 
+/// Writes the `end` record (`status` is `ok` or `fail`) on an already-held
+/// console: the last record of every run.
+pub fn write_end(console: &mut Console, status: &str) {
+    write_record(console, "end", |record| {
+        record.str("status", status)?;
+        Ok(())
+    });
+}
+
 /// Prints a human log line on the serial console.
 #[macro_export]
 macro_rules! kprintln {

@@ -55,14 +55,24 @@ fn claim_report() {
 /// Reports exception `frame.vector` and ends the run. `depth` is the
 /// interrupt nesting depth before this one (non-zero: it hit a handler).
 pub fn report_exception(frame: &InterruptFrame, depth: u32) -> ! {
-    claim_report();
-    let cpu_index = cpu::current_index();
     let fault_address = if frame.vector == VECTOR_PAGE_FAULT {
         Some(cpu::read_cr2())
     } else {
         None
     };
-    let name = exception_name(frame.vector);
+    report_fault(frame, exception_name(frame.vector), fault_address, depth)
+}
+
+/// Reports an interrupt on a vector nobody registered, and ends the run.
+pub fn report_unexpected_vector(frame: &InterruptFrame) -> ! {
+    report_fault(frame, "unexpected interrupt", None, 0)
+}
+
+/// Writes the human line, the `fault` record and the `end` record for
+/// `frame`, then ends the run with the failure exit code.
+fn report_fault(frame: &InterruptFrame, name: &str, fault_address: Option<u64>, depth: u32) -> ! {
+    claim_report();
+    let cpu_index = cpu::current_index();
     console::with_console_for_report(|console| {
         let _ = write!(
             console,
@@ -93,40 +103,7 @@ pub fn report_exception(frame: &InterruptFrame, depth: u32) -> ! {
             }
             Ok(())
         });
-        console::write_record(console, "end", |record| {
-            record.str("status", "fail")?;
-            Ok(())
-        });
-    });
-    exit::exit(exit::ExitCode::Failure)
-}
-
-/// Reports an interrupt on a vector nobody registered, and ends the run.
-pub fn report_unexpected_vector(frame: &InterruptFrame) -> ! {
-    claim_report();
-    let cpu_index = cpu::current_index();
-    console::with_console_for_report(|console| {
-        let _ = writeln!(
-            console,
-            "kernel: FAULT on cpu {cpu_index}: unexpected interrupt vector {:#x}",
-            frame.vector
-        );
-        console::write_record(console, "fault", |record| {
-            record
-                .u64("cpu", cpu_index as u64)?
-                .u64("vector", frame.vector)?
-                .str("name", "unexpected interrupt")?
-                .u64("error_code", 0)?
-                .u64("rip", frame.rip)?
-                .u64("cs", frame.cs)?
-                .u64("rflags", frame.rflags)?
-                .u64("rsp", frame.rsp)?;
-            Ok(())
-        });
-        console::write_record(console, "end", |record| {
-            record.str("status", "fail")?;
-            Ok(())
-        });
+        console::write_end(console, "fail");
     });
     exit::exit(exit::ExitCode::Failure)
 }
@@ -157,10 +134,7 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
                 .u64("line", u64::from(line))?;
             Ok(())
         });
-        console::write_record(console, "end", |record| {
-            record.str("status", "fail")?;
-            Ok(())
-        });
+        console::write_end(console, "fail");
     });
     exit::exit(exit::ExitCode::Failure)
 }

@@ -45,10 +45,7 @@ fn report_problem(message: core::fmt::Arguments<'_>) {
 /// Reports a problem and ends the run with the failure exit code.
 fn fail(message: core::fmt::Arguments<'_>) -> ! {
     report_problem(message);
-    console::record("end", |record| {
-        record.str("status", "fail")?;
-        Ok(())
-    });
+    console::with_console(|console| console::write_end(console, "fail"));
     exit(ExitCode::Failure)
 }
 
@@ -278,15 +275,9 @@ fn run_and_report(
     }
     report_scalars(topology, bringup, boot_ns, heap_bytes, &ticks, ipi_lost);
     metrics::dump();
-    if let Some(histogram) = crate::timer::lateness() {
-        metrics::print_summary(histogram);
-    }
-    bench::print_summaries();
+    metrics::print_summaries();
     let status = if problems == 0 { "ok" } else { "fail" };
-    console::record("end", |record| {
-        record.str("status", status)?;
-        Ok(())
-    });
+    console::with_console(|console| console::write_end(console, status));
     exit(if problems == 0 {
         ExitCode::Success
     } else {
@@ -434,7 +425,7 @@ fn provoke_fault_on(fault: Fault, cpu_index: usize) {
             cpu::cpus_found()
         ));
     }
-    FAULT_TO_PROVOKE.store(fault as u64, Ordering::Relaxed);
+    *FAULT_TO_PROVOKE.lock() = Some(fault);
     kprintln!("kernel: provoking fault {fault:?} on cpu {cpu_index} (fault= kernel argument)");
     if !smp::run_on(cpu_index, provoke_requested_fault, FAULT_TIMEOUT_NS) && fault != Fault::Hang {
         fail(format_args!(
@@ -445,25 +436,13 @@ fn provoke_fault_on(fault: Fault, cpu_index: usize) {
     cpu::halt_forever();
 }
 
-static FAULT_TO_PROVOKE: AtomicU64 = AtomicU64::new(0);
+/// The fault `provoke_requested_fault` raises on the CPU it is posted to.
+static FAULT_TO_PROVOKE: spin::Mutex<Option<Fault>> = spin::Mutex::new(None);
 
 fn provoke_requested_fault() {
-    const FAULTS: [Fault; 9] = [
-        Fault::Page,
-        Fault::InvalidOpcode,
-        Fault::GeneralProtection,
-        Fault::Divide,
-        Fault::Breakpoint,
-        Fault::Panic,
-        Fault::Hang,
-        Fault::Triple,
-        Fault::StackOverflow,
-    ];
-    let wanted = FAULT_TO_PROVOKE.load(Ordering::Relaxed);
-    let fault = FAULTS
-        .into_iter()
-        .find(|fault| *fault as u64 == wanted)
-        .unwrap_or(Fault::Panic);
+    // Copied out, so the lock is free before the fault is raised.
+    let requested = *FAULT_TO_PROVOKE.lock();
+    let fault = requested.unwrap_or(Fault::Panic);
     match fault {
         // SAFETY: reading an unmapped address raises #PF, which the fault
         // path reports; the read never completes.
@@ -512,7 +491,6 @@ fn recurse_forever(depth: u64) -> u64 {
 /// An application processor's Rust entry, reached from the trampoline with
 /// its boot stack (slot `_slot` of the stack table).
 extern "C" fn ap_main(_slot: u32) -> ! {
-    smp::note_started();
     let apic_id = cpu::apic_id_from_cpuid();
     let Some(index) = cpu::index_of_apic_id(apic_id) else {
         // Not in the MADT list we started: stay parked.

@@ -86,8 +86,15 @@ fn write_histogram(histogram: &PerCpuHistogram, index: usize, snapshot: &Histogr
     });
 }
 
-/// Prints a short human summary line (p50/p99 of all CPUs merged).
-pub fn print_summary(histogram: &PerCpuHistogram) {
+/// Prints one human summary line per histogram (p50/p99 of all CPUs merged).
+pub fn print_summaries() {
+    let histograms: Vec<&'static PerCpuHistogram> = REGISTRY.lock().clone();
+    for histogram in histograms {
+        print_summary(histogram);
+    }
+}
+
+fn print_summary(histogram: &PerCpuHistogram) {
     let mut merged = Box::new(Histogram::new());
     let mut snapshot = Box::new(Histogram::new());
     for slot in histogram.slots.iter() {

@@ -13,11 +13,6 @@ use crate::metrics::{self, PerCpuHistogram};
 
 static LATENESS: Once<&'static PerCpuHistogram> = Once::new();
 
-/// The timer-lateness histogram (after `init`).
-pub fn lateness() -> Option<&'static PerCpuHistogram> {
-    LATENESS.get().copied()
-}
-
 /// Registers the timer's histogram and interrupt handler (bootstrap
 /// processor, after the CPU count is known).
 pub fn init() {

@@ -7,7 +7,7 @@
 //! from its own APIC ID: nothing assumes dense or ordered APIC IDs.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use super::{apic, cpu, paging, pit, tsc};
 
@@ -122,9 +122,6 @@ unsafe extern "C" {
     static ap_trampoline_next_slot: u8;
 }
 
-/// Application processors that reached `ap_entry`.
-static STARTED: AtomicUsize = AtomicUsize::new(0);
-
 /// Offset of a trampoline symbol from the trampoline's start.
 fn offset_of(symbol: *const u8) -> u64 {
     let start = core::ptr::addr_of!(ap_trampoline_start) as u64;
@@ -228,11 +225,6 @@ pub unsafe fn start_application_processors(
         }
         core::hint::spin_loop();
     }
-}
-
-/// Counts an AP that reached Rust code.
-pub fn note_started() {
-    STARTED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Runs `work` on CPU `index` (through its mailbox and a wake-up IPI) and
