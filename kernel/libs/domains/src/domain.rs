@@ -39,31 +39,7 @@ use crate::module::{Import, Interface, Module};
 use crate::name_server::Importer;
 use crate::provenance::{Provenance, ProvenanceCertificate};
 
-/// The identity of a protection domain.
-///
-/// Plain data: knowing an identity grants nothing. Identities handed out by
-/// [`Attestation::certify`](crate::Attestation::certify) and [`combine`] are
-/// unique within the program (counted from 1; 0 is never handed out).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct DomainId(u32);
-
-impl DomainId {
-    /// The identity with number `number` (for naming domains in authorization lists, logs and tests).
-    pub const fn new(number: u32) -> DomainId {
-        DomainId(number)
-    }
-
-    /// The identity's number.
-    pub const fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl fmt::Display for DomainId {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "domain#{}", self.0)
-    }
-}
+pub use spindle_dispatch::DomainId;
 
 /// The number the next domain identity gets.
 static NEXT_DOMAIN_ID: AtomicU32 = AtomicU32::new(1);
@@ -75,7 +51,7 @@ pub(crate) fn allocate_domain_id() -> Option<DomainId> {
             next.checked_add(1)
         })
         .ok()
-        .map(DomainId)
+        .map(DomainId::new)
 }
 
 /// An import and, once resolved, the interface it is bound to.
