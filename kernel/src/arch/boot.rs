@@ -23,6 +23,10 @@ global_asm!(
     .set EFER_LONG_MODE_ENABLE, 0x100
     .set EFER_NO_EXECUTE_ENABLE, 0x800
     .set CR0_PROTECTED_PAGING_WRITE_PROTECT, 0x80010001
+    # CR0.CD (bit 30) and CR0.NW (bit 29): a CPU leaves reset and INIT with
+    # both set, i.e. with its caches disabled (Intel SDM Vol. 3A, 9.1.1 and
+    # Table 9-1). Clear them, or the kernel runs uncached.
+    .set CR0_CACHE_DISABLE_NOT_WRITE_THROUGH, 0x60000000
     .set PAGE_PRESENT_WRITABLE, 0x3
     .set PAGE_PRESENT_WRITABLE_LARGE, 0x83
     .set PAGE_CACHE_DISABLE_WRITE_THROUGH, 0x18
@@ -93,6 +97,7 @@ pvh_entry:
     orl $EFER_LONG_MODE_ENABLE, %eax
     wrmsr
     movl %cr0, %eax
+    andl $~CR0_CACHE_DISABLE_NOT_WRITE_THROUGH, %eax
     orl $CR0_PROTECTED_PAGING_WRITE_PROTECT, %eax
     movl %eax, %cr0
     lgdt boot_gdt_pointer

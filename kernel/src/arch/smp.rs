@@ -23,6 +23,10 @@ core::arch::global_asm!(
     .set MSR_EFER, 0xC0000080
     .set EFER_LONG_MODE_ENABLE, 0x100
     .set CR0_PROTECTED_PAGING_WRITE_PROTECT, 0x80010001
+    # CR0.CD (bit 30) and CR0.NW (bit 29): a CPU leaves reset and INIT with
+    # both set, i.e. with its caches disabled (Intel SDM Vol. 3A, 9.1.1 and
+    # Table 9-1). Clear them, or the kernel runs uncached.
+    .set CR0_CACHE_DISABLE_NOT_WRITE_THROUGH, 0x60000000
 
     .section .rodata.ap_trampoline, "a"
     .balign 16
@@ -55,6 +59,7 @@ ap_trampoline_32:
     orl $EFER_LONG_MODE_ENABLE, %eax
     wrmsr
     movl %cr0, %eax
+    andl $~CR0_CACHE_DISABLE_NOT_WRITE_THROUGH, %eax
     orl $CR0_PROTECTED_PAGING_WRITE_PROTECT, %eax
     movl %eax, %cr0
     ljmp $0x18, $(ap_trampoline_64 - ap_trampoline_start + TRAMPOLINE_BASE)
@@ -230,23 +235,46 @@ pub unsafe fn start_application_processors(
 /// Runs `work` on CPU `index` (through its mailbox and a wake-up IPI) and
 /// waits until it is done or `timeout_ns` passes. Returns whether it ran.
 pub fn run_on(index: usize, work: fn(), timeout_ns: u64) -> bool {
-    let block = cpu::per_cpu(index);
     if index == cpu::current_index() {
         work();
         return true;
     }
+    match post(index, work) {
+        Some(posted) => wait_done(posted, timeout_ns),
+        None => false,
+    }
+}
+
+/// Work posted to another CPU's mailbox, to wait for with [`wait_done`].
+#[derive(Clone, Copy, Debug)]
+pub struct Posted {
+    index: usize,
+    done_before: u64,
+}
+
+/// Posts `work` to CPU `index`'s mailbox and wakes it, without waiting.
+/// `None` if the mailbox is busy or `index` is the calling CPU.
+pub fn post(index: usize, work: fn()) -> Option<Posted> {
+    if index == cpu::current_index() {
+        return None;
+    }
+    let block = cpu::per_cpu(index);
     let done_before = block.mailbox_done.load(Ordering::Acquire);
-    if block
+    block
         .mailbox
         .compare_exchange(0, work as usize, Ordering::AcqRel, Ordering::Relaxed)
-        .is_err()
-    {
-        return false;
-    }
+        .ok()?;
     apic::send_ipi(block.apic_id.load(Ordering::Relaxed), apic::VECTOR_IPI_WAKE);
+    Some(Posted { index, done_before })
+}
+
+/// Waits until posted work is done or `timeout_ns` passes. Returns whether
+/// it finished.
+pub fn wait_done(posted: Posted, timeout_ns: u64) -> bool {
+    let block = cpu::per_cpu(posted.index);
     let start = tsc::now();
     let timeout = tsc::ns_to_cycles(timeout_ns);
-    while block.mailbox_done.load(Ordering::Acquire) == done_before {
+    while block.mailbox_done.load(Ordering::Acquire) == posted.done_before {
         if tsc::now() - start > timeout {
             return false;
         }
