@@ -16,9 +16,16 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ipi_rounds",
     "tsc_samples",
     "read_lines",
+    "dispatch_samples",
+    "dispatch_calls",
+    "extensions",
+    "selftest",
+    "selftest_ms",
 ];
 /// Benchmark names `bench=` accepts.
-pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc"];
+pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch"];
+/// Self-test names `selftest=` accepts.
+pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn"];
 /// Fault names `fault=` accepts.
 pub const FAULT_NAMES: &[&str] = &[
     "page",
@@ -65,6 +72,22 @@ pub struct Benches {
     pub ipi: bool,
     /// TSC read cost.
     pub tsc: bool,
+    /// Event dispatch: raises against direct and indirect calls.
+    pub dispatch: bool,
+}
+
+/// A self-test that runs after the benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selftest {
+    /// Handlers installed and removed on CPU 0 while the other CPUs raise.
+    DispatchChurn,
+}
+
+/// The compiled-in extensions `extensions=` installs at boot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `timestamps`: every console line gets the time since boot.
+    pub timestamps: bool,
 }
 
 /// The validated kernel arguments.
@@ -87,6 +110,16 @@ pub struct KernelArgs {
     /// Lines to read from the serial console (each echoed as an `input`
     /// record) before the benchmarks: the console's input self-test.
     pub read_lines: u64,
+    /// Samples per CPU and case of the dispatch benchmark.
+    pub dispatch_samples: u64,
+    /// Calls timed together in one sample of a call or raise case.
+    pub dispatch_calls: u64,
+    /// Extensions to install at boot.
+    pub extensions: Extensions,
+    /// Self-test to run, if any.
+    pub selftest: Option<Selftest>,
+    /// How long the self-test runs.
+    pub selftest_ms: u64,
 }
 
 impl Default for KernelArgs {
@@ -96,6 +129,7 @@ impl Default for KernelArgs {
                 timer: true,
                 ipi: true,
                 tsc: true,
+                dispatch: false,
             },
             fault: None,
             fault_cpu: 0,
@@ -104,6 +138,11 @@ impl Default for KernelArgs {
             ipi_rounds: 100,
             tsc_samples: 1_000,
             read_lines: 0,
+            dispatch_samples: 200,
+            dispatch_calls: spindle_bench_dispatch::bench::CALLS_PER_CALL_SAMPLE,
+            extensions: Extensions::default(),
+            selftest: None,
+            selftest_ms: 1000,
         }
     }
 }
@@ -204,12 +243,14 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     timer: false,
                     ipi: false,
                     tsc: false,
+                    dispatch: false,
                 };
                 for name in spindle_cmdline::split_list(list, ',') {
                     match name {
                         "timer" => args.benches.timer = true,
                         "ipi" => args.benches.ipi = true,
                         "tsc" => args.benches.tsc = true,
+                        "dispatch" => args.benches.dispatch = true,
                         _ => {
                             return Err(ArgsError::UnknownName {
                                 key,
@@ -247,6 +288,34 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "ipi_rounds" => args.ipi_rounds = number(key, value, 0, 1_000_000)?,
             "tsc_samples" => args.tsc_samples = number(key, value, 0, 100_000_000)?,
             "read_lines" => args.read_lines = number(key, value, 0, 64)?,
+            "dispatch_samples" => args.dispatch_samples = number(key, value, 1, 100_000)?,
+            "dispatch_calls" => args.dispatch_calls = number(key, value, 1, 1_000_000)?,
+            "extensions" => {
+                let list = value.ok_or_else(|| value_error(key, "needs a value"))?;
+                for name in spindle_cmdline::split_list(list, ',') {
+                    match name {
+                        "timestamps" => args.extensions.timestamps = true,
+                        _ => {
+                            return Err(ArgsError::UnknownName {
+                                key,
+                                known: crate::extensions::EXTENSION_NAMES,
+                            })
+                        }
+                    }
+                }
+            }
+            "selftest" => {
+                args.selftest = Some(match value.unwrap_or("") {
+                    "dispatch-churn" => Selftest::DispatchChurn,
+                    _ => {
+                        return Err(ArgsError::UnknownName {
+                            key,
+                            known: SELFTEST_NAMES,
+                        })
+                    }
+                })
+            }
+            "selftest_ms" => args.selftest_ms = number(key, value, 1, 600_000)?,
             _ => unreachable!("every known key is handled"),
         }
     }

@@ -1,9 +1,11 @@
-//! The base measurements: IPI round trips from CPU 0 to every other CPU,
-//! and the cost of reading the TSC on every CPU.
+//! The kernel's benchmarks: IPI round trips from CPU 0 to every other CPU,
+//! the cost of reading the TSC on every CPU, and the cost of raising an
+//! event (the workload itself is `bench-apps/dispatch`; this file times it).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
+use spindle_bench_dispatch::bench::{Case, DispatchBench, CONTENDED_HISTOGRAM};
 
 use crate::arch::interrupts::{register_handler, InterruptFrame};
 use crate::arch::{apic, cpu, smp, tsc};
@@ -107,4 +109,105 @@ pub fn tsc_read_cost(samples: u64) -> u64 {
         }
     }
     missed
+}
+
+/// How long a CPU may take for its share of the dispatch benchmark.
+const DISPATCH_BENCH_TIMEOUT_NS: u64 = 60_000_000_000;
+
+/// The dispatch benchmark's events (built on CPU 0, raised everywhere).
+static DISPATCH_BENCH: Once<DispatchBench> = Once::new();
+/// One histogram per case, in `Case::ALL` order, and the contended one.
+static DISPATCH_HISTOGRAMS: Once<[&'static PerCpuHistogram; Case::ALL.len()]> = Once::new();
+static DISPATCH_CONTENDED: Once<&'static PerCpuHistogram> = Once::new();
+static DISPATCH_SAMPLES: AtomicU64 = AtomicU64::new(0);
+static DISPATCH_CALLS: AtomicU64 = AtomicU64::new(1);
+/// Set while the other CPUs should keep raising (the contended case).
+static DISPATCH_LOAD_RUNNING: AtomicBool = AtomicBool::new(false);
+/// Failures of benchmark steps on any CPU.
+static DISPATCH_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Times `samples` samples of `case` on this CPU into `histogram`, each the
+/// mean of `dispatch_calls` calls (install cases: `case.calls_per_sample()`),
+/// with interrupts off so that a timer tick does not land in a sample.
+fn time_case(bench: &DispatchBench, case: Case, histogram: &PerCpuHistogram, samples: u64) {
+    let calls = match case {
+        Case::InstallAndRemove => case.calls_per_sample(),
+        _ => DISPATCH_CALLS.load(Ordering::Relaxed),
+    };
+    for _ in 0..samples {
+        let were_enabled = cpu::disable_interrupts();
+        let start = tsc::now();
+        let result = bench.run(case, calls);
+        let end = tsc::now();
+        cpu::restore_interrupts(were_enabled);
+        if result.is_err() {
+            DISPATCH_FAILURES.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let nanoseconds = tsc::cycles_to_ns(end - start);
+        histogram.record((nanoseconds + calls / 2) / calls);
+    }
+}
+
+/// Every case on the calling CPU.
+fn measure_dispatch_cases() {
+    let bench = DISPATCH_BENCH.get().expect("dispatch benchmark built");
+    let histograms = DISPATCH_HISTOGRAMS
+        .get()
+        .expect("dispatch histograms registered");
+    let samples = DISPATCH_SAMPLES.load(Ordering::Relaxed);
+    for (case, histogram) in Case::ALL.iter().zip(histograms.iter()) {
+        time_case(bench, *case, histogram, samples);
+    }
+}
+
+/// The other CPUs' load in the contended case: raise the guarded event
+/// until told to stop.
+fn raise_guarded_in_a_loop() {
+    let bench = DISPATCH_BENCH.get().expect("dispatch benchmark built");
+    let mut value = 0u64;
+    while DISPATCH_LOAD_RUNNING.load(Ordering::Relaxed) {
+        value = bench.raise_guarded_once(value);
+    }
+}
+
+/// The dispatch benchmark: every case on every online CPU in turn, then the
+/// guarded raise on CPU 0 while every other CPU raises the same event.
+/// Returns a description of what went wrong, if anything did.
+pub fn dispatch(samples: u64, calls: u64) -> Result<(), alloc::string::String> {
+    let bench = match DispatchBench::new(crate::extensions::dispatcher()) {
+        Ok(bench) => DISPATCH_BENCH.call_once(|| bench),
+        Err(error) => return Err(alloc::format!("{error}")),
+    };
+    DISPATCH_HISTOGRAMS
+        .call_once(|| Case::ALL.map(|case| metrics::register(case.histogram_name(), "ns")));
+    let contended = *DISPATCH_CONTENDED.call_once(|| metrics::register(CONTENDED_HISTOGRAM, "ns"));
+    DISPATCH_SAMPLES.store(samples, Ordering::Relaxed);
+    DISPATCH_CALLS.store(calls.max(1), Ordering::Relaxed);
+    let online = |index: usize| cpu::per_cpu(index).online.load(Ordering::Acquire);
+    for index in (0..cpu::cpus_found()).filter(|&index| online(index)) {
+        if !smp::run_on(index, measure_dispatch_cases, DISPATCH_BENCH_TIMEOUT_NS) {
+            return Err(alloc::format!(
+                "cpu {index} did not run the dispatch benchmark in time"
+            ));
+        }
+    }
+    DISPATCH_LOAD_RUNNING.store(true, Ordering::Relaxed);
+    let load: alloc::vec::Vec<smp::Posted> = (1..cpu::cpus_found())
+        .filter(|&index| online(index))
+        .filter_map(|index| smp::post(index, raise_guarded_in_a_loop))
+        .collect();
+    time_case(bench, Case::RaiseOneGuardedHandler, contended, samples);
+    DISPATCH_LOAD_RUNNING.store(false, Ordering::Relaxed);
+    let stragglers = load
+        .into_iter()
+        .filter(|&posted| !smp::wait_done(posted, DISPATCH_BENCH_TIMEOUT_NS))
+        .count();
+    let failures = DISPATCH_FAILURES.load(Ordering::Relaxed);
+    if stragglers > 0 || failures > 0 {
+        return Err(alloc::format!(
+            "dispatch benchmark: {failures} failed samples, {stragglers} CPUs did not stop raising"
+        ));
+    }
+    Ok(())
 }

@@ -208,8 +208,13 @@ pub fn with_console_for_report<R>(f: impl FnOnce(&mut Console) -> R) -> R {
     f(&mut Console { _private: () })
 }
 
-/// Prints one human log line (used by `kprintln!`).
+/// Prints one human log line (used by `kprintln!`): raises the `print`
+/// event once the extension services are up (extensions may observe or
+/// replace it), writes the line directly before that.
 pub fn print_line(arguments: fmt::Arguments<'_>) {
+    if crate::extensions::print(arguments) {
+        return;
+    }
     with_console(|console| {
         let _ = console.write_fmt(arguments);
         let _ = console.write_str("\n");

@@ -5,9 +5,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::{apic, cpu, interrupts, paging, pvh, smp, tsc};
-use crate::args::{Fault, KernelArgs};
+use crate::args::{Fault, KernelArgs, Selftest};
 use crate::exit::{exit, ExitCode};
-use crate::{acpi, bench, console, heap, kprintln, metrics, timer};
+use crate::{acpi, bench, console, extensions, heap, kprintln, metrics, selftest, timer};
 
 /// TSC value when the bootstrap processor entered Rust.
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
@@ -29,6 +29,11 @@ const FAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 const UNMAPPED_ADDRESS: u64 = 0x0000_0dea_dbee_f000;
 /// A non-canonical address (bits 63:47 not all equal).
 const NON_CANONICAL_ADDRESS: u64 = 0x8000_0000_0000_0000;
+
+/// Nanoseconds since the bootstrap processor entered Rust.
+pub fn nanoseconds_since_boot() -> u64 {
+    tsc::cycles_to_ns(tsc::now().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}
 
 /// Reports a problem as a human line and an `error` record; the run goes
 /// on (to report what it measured) but will fail.
@@ -71,7 +76,6 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(start_info: u32) -> ! {
     BOOT_TSC.store(tsc::now(), Ordering::Relaxed);
-    cpu::bind_to_gs(0, cpu::apic_id_from_cpuid());
     console::init();
     console::record("hello", |record| {
         record
@@ -146,6 +150,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         allocate_ist_stacks(index);
     }
     cpu::bind_to_gs(0, my_apic_id);
+    if let Err(error) = extensions::init(apic_ids.len()) {
+        fail(format_args!("extension services: {error}"));
+    }
+    if args.extensions.timestamps {
+        if let Err(error) = extensions::install(spindle_console_timestamps::NAME) {
+            fail(format_args!(
+                "extension {}: {error}",
+                spindle_console_timestamps::NAME
+            ));
+        }
+    }
     if topology.processors_ignored > 0 {
         kprintln!(
             "kernel: warning: {} processors beyond {} ignored",
@@ -257,6 +272,24 @@ fn run_and_report(
         }
     }
     kprintln!("kernel: timer window done at +{} ms", elapsed_ms());
+    if args.benches.dispatch {
+        if let Err(error) = bench::dispatch(args.dispatch_samples, args.dispatch_calls) {
+            report_problem(format_args!("{error}"));
+            problems += 1;
+        }
+        kprintln!("kernel: dispatch benchmark done at +{} ms", elapsed_ms());
+    }
+    if let Some(Selftest::DispatchChurn) = args.selftest {
+        let found = selftest::dispatch_churn(args.selftest_ms);
+        for problem in &found {
+            report_problem(format_args!("dispatch-churn: {problem}"));
+        }
+        problems += found.len();
+        kprintln!(
+            "kernel: dispatch-churn self-test done at +{} ms",
+            elapsed_ms()
+        );
+    }
     // Stop every tick so the counts stay put while they are reported.
     let cpus = cpu::cpus_found();
     for index in 0..cpus {
@@ -274,8 +307,14 @@ fn run_and_report(
         }
     }
     report_scalars(topology, bringup, boot_ns, heap_bytes, &ticks, ipi_lost);
+    report_extensions();
     metrics::dump();
     metrics::print_summaries();
+    for failure in extensions::uninstall_all() {
+        report_problem(format_args!("uninstall: {failure}"));
+        problems += 1;
+    }
+    kprintln!("kernel: extensions uninstalled; run complete");
     let status = if problems == 0 { "ok" } else { "fail" };
     console::with_console(|console| console::write_end(console, status));
     exit(if problems == 0 {
@@ -400,6 +439,30 @@ fn report_scalars(
     });
 }
 
+/// Reports the installed extensions as the `extensions` scalar.
+fn report_extensions() {
+    let installed = extensions::installed();
+    console::record("scalar", |record| {
+        record.str("name", "extensions")?;
+        record.object_list("value", installed.iter(), |object, extension| {
+            let mut provenance = console::BoundedText::new();
+            let _ = core::fmt::Write::write_fmt(
+                &mut provenance,
+                format_args!("{}", extension.provenance),
+            );
+            object.str("name", extension.name)?;
+            object.u64("domain", u64::from(extension.domain.get()))?;
+            object.str("provenance", provenance.as_str())?;
+            object.u64("handlers", extension.handlers as u64)?;
+            object.u64("lines", extension.lines)?;
+            object.u64("handler_calls", extension.usage.calls)?;
+            object.u64("handler_ns", extension.usage.nanoseconds)?;
+            Ok(())
+        })?;
+        Ok(())
+    });
+}
+
 /// Reads one line from the serial console and echoes it as an `input`
 /// record (the console's input path, checked by the integration tests).
 fn echo_input_line() {
@@ -519,6 +582,7 @@ extern "C" fn ap_main(_slot: u32) -> ! {
 /// until the next interrupt (the strand scheduler replaces this later).
 fn idle_loop() -> ! {
     loop {
+        extensions::run_deferred();
         cpu::disable_interrupts();
         smp::run_mailbox();
         cpu::enable_interrupts_and_halt();

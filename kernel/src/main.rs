@@ -32,10 +32,14 @@ mod exceptions;
 #[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
+mod extensions;
+#[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
 mod kernel;
 #[cfg(target_os = "none")]
 mod metrics;
+#[cfg(target_os = "none")]
+mod selftest;
 #[cfg(target_os = "none")]
 mod timer;

@@ -1,0 +1,268 @@
+//! The extension model's kernel side: the dispatcher, the attestation authority, the kernel domain, the name server, `print` as an event, and the compiled-in extensions.
+//!
+//! The model itself is safe code in `kernel/libs/dispatch` and
+//! `kernel/libs/domains`; this module gives it the kernel's services and
+//! runs the boot-time steps:
+//!
+//! 1. [`init`] creates the [`Dispatcher`] (CPU index from GS, clock from the
+//!    TSC), takes the one-time [`Attestation`] authority, creates the kernel
+//!    domain (trusted by assertion) exporting `kernel.Console` and
+//!    `kernel.Clock`, creates the console's `print` event and registers it in
+//!    the [`NameServer`] for compiler-checked importers only.
+//! 2. [`install`] loads a compiled-in extension by name: its domain is
+//!    created from its module with the provenance the build script found
+//!    (`$OUT_DIR/extension_provenance.rs`), resolved against the kernel
+//!    domain, and its handlers installed all together.
+//! 3. `kprintln!` raises `print` once [`init`] ran ([`print`]); fault and
+//!    panic reports never do (they write to the console directly).
+
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use alloc::{format, vec};
+use core::fmt::Write;
+
+use spin::{Mutex, Once};
+use spindle_dispatch::{
+    Authorization, DefaultPolicy, Dispatcher, DomainId, DomainUsage, EventOwner, Platform,
+};
+use spindle_domains::{
+    require_compiler_checked, resolve, Attestation, Domain, Interface, Module, NameServer,
+    Provenance,
+};
+use spindle_services::{Clock, Console, PrintEvent, CLOCK, CONSOLE, PRINT};
+
+use crate::arch::cpu;
+use crate::console;
+
+/// What the build script found about each extension crate.
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/extension_provenance.rs"));
+}
+
+/// Extensions that `extensions=` can name, with the crate each comes from.
+pub const EXTENSION_NAMES: &[&str] = &[spindle_console_timestamps::NAME];
+/// The crate of the `timestamps` extension, as the build script names it.
+const TIMESTAMPS_CRATE: &str = "spindle-console-timestamps";
+
+/// The kernel's dispatcher.
+static DISPATCHER: Once<Dispatcher> = Once::new();
+/// The console's `print` event, once created.
+static PRINT_EVENT: Once<PrintEvent> = Once::new();
+/// Everything else [`init`] sets up.
+static SERVICES: Once<Services> = Once::new();
+/// Domains certified compiler-checked: the `print` owner's authorization
+/// procedure accepts handlers from these only.
+static COMPILER_CHECKED: Mutex<Vec<DomainId>> = Mutex::new(Vec::new());
+
+/// The kernel's extension services.
+struct Services {
+    /// The one authority that certifies provenance.
+    attestation: Mutex<Attestation>,
+    /// The kernel domain (trusted by assertion).
+    kernel_domain: Domain,
+    /// Where interfaces are published by name.
+    names: NameServer,
+    /// The primary right on `print`.
+    _print_owner: EventOwner<str, ()>,
+    /// Extensions installed, in order.
+    installed: Mutex<Vec<Installed>>,
+}
+
+/// An installed compiled-in extension.
+struct Installed {
+    name: &'static str,
+    domain: Domain,
+    timestamps: spindle_console_timestamps::Timestamps,
+}
+
+/// What [`installed`] reports of each extension.
+pub struct InstalledReport {
+    /// The extension's name.
+    pub name: &'static str,
+    /// Its domain's identity.
+    pub domain: DomainId,
+    /// Its domain's provenance.
+    pub provenance: Provenance,
+    /// Handlers it installed.
+    pub handlers: usize,
+    /// Lines it timestamped (the demonstration extension's own count).
+    pub lines: u64,
+    /// Measured time its handlers took, charged to its domain.
+    pub usage: DomainUsage,
+}
+
+/// The clock of the dispatcher and of the `Clock` interface: nanoseconds
+/// since boot, from the TSC.
+fn now_nanoseconds() -> u64 {
+    crate::kernel::nanoseconds_since_boot()
+}
+
+/// The dispatcher's view of the machine.
+const PLATFORM: Platform = Platform::new(cpu::current_index, now_nanoseconds);
+
+/// The kernel's dispatcher (created by [`init`]).
+pub fn dispatcher() -> &'static Dispatcher {
+    DISPATCHER.get().expect("extensions::init ran")
+}
+
+/// Writes one console line for the `Console` interface and `print`'s default.
+fn write_console_line(prefix: &str, text: &str) {
+    console::with_console(|console| {
+        let _ = console.write_str(prefix);
+        let _ = console.write_str(text);
+        let _ = console.write_str("\n");
+    });
+}
+
+/// Sets the extension services up (bootstrap processor, once the CPU count
+/// is known, before any extension is installed).
+pub fn init(cpus: usize) -> Result<(), String> {
+    let dispatcher = DISPATCHER.call_once(|| Dispatcher::new(PLATFORM, cpus));
+    let attestation = Attestation::establish().map_err(|error| error.to_string())?;
+    let certificate = attestation
+        .certify(Provenance::TrustedByAssertion)
+        .map_err(|error| error.to_string())?;
+    let kernel_module = Module::new(
+        "kernel",
+        vec![
+            Interface::new(CONSOLE, Arc::new(Console::new(write_console_line))),
+            Interface::new(CLOCK, Arc::new(Clock::new(now_nanoseconds))),
+        ],
+        vec![],
+    )
+    .map_err(|error| error.to_string())?;
+    let kernel_domain = Domain::create_from_module(kernel_module, certificate);
+    let (print, print_owner) = dispatcher
+        .event::<str, ()>(PRINT, |text: &str| write_console_line("", text))
+        .default_policy(DefaultPolicy::Replaceable)
+        .owner_domain(kernel_domain.id())
+        .accounting(true)
+        .authorize(|request| {
+            if COMPILER_CHECKED.lock().contains(&request.domain) {
+                Authorization::Accept
+            } else {
+                Authorization::Refuse("print takes handlers from compiler-checked domains only")
+            }
+        })
+        .create();
+    let names = NameServer::new();
+    names
+        .register(
+            &kernel_domain,
+            Interface::new(PRINT, Arc::new(print.clone())),
+            require_compiler_checked(),
+        )
+        .map_err(|error| error.to_string())?;
+    SERVICES.call_once(|| Services {
+        attestation: Mutex::new(attestation),
+        kernel_domain,
+        names,
+        _print_owner: print_owner,
+        installed: Mutex::new(Vec::new()),
+    });
+    PRINT_EVENT.call_once(|| print);
+    Ok(())
+}
+
+/// Raises `print` with one formatted line. Returns `false` (printing
+/// nothing) before [`init`]; the caller then writes the line itself.
+pub fn print(arguments: core::fmt::Arguments<'_>) -> bool {
+    let Some(event) = PRINT_EVENT.get() else {
+        return false;
+    };
+    let mut text = console::BoundedText::new();
+    let _ = text.write_fmt(arguments);
+    event.raise(text.as_str());
+    true
+}
+
+/// The provenance the build script established for `crate_name`.
+fn provenance_of(crate_name: &str) -> Provenance {
+    let checked = generated::EXTENSION_CRATES
+        .iter()
+        .any(|&(name, checked)| name == crate_name && checked);
+    if checked {
+        Provenance::CompilerChecked
+    } else {
+        Provenance::TrustedByAssertion
+    }
+}
+
+/// Installs the compiled-in extension `name`: creates its domain, resolves
+/// it against the kernel domain, installs its handlers (all or none).
+pub fn install(name: &str) -> Result<(), String> {
+    let services = SERVICES.get().ok_or("extensions::init has not run")?;
+    if name != spindle_console_timestamps::NAME {
+        return Err(format!("no extension named '{name}'"));
+    }
+    let module = spindle_console_timestamps::module().map_err(|error| error.to_string())?;
+    let certificate = services
+        .attestation
+        .lock()
+        .certify(provenance_of(TIMESTAMPS_CRATE))
+        .map_err(|error| error.to_string())?;
+    let mut domain = Domain::create_from_module(module, certificate);
+    if domain.provenance() == Provenance::CompilerChecked {
+        COMPILER_CHECKED.lock().push(domain.id());
+    }
+    resolve(&services.kernel_domain, &mut domain).map_err(|error| error.to_string())?;
+    domain.check_resolved().map_err(|error| error.to_string())?;
+    let timestamps = spindle_console_timestamps::install(&domain, &services.names, dispatcher())
+        .map_err(|error| error.to_string())?;
+    services.installed.lock().push(Installed {
+        name: spindle_console_timestamps::NAME,
+        domain,
+        timestamps,
+    });
+    Ok(())
+}
+
+/// Uninstalls every installed extension (in reverse order), so that the
+/// end-of-run report prints plain lines. Returns the failures.
+pub fn uninstall_all() -> Vec<String> {
+    let Some(services) = SERVICES.get() else {
+        return Vec::new();
+    };
+    let installed = services.installed.lock();
+    installed
+        .iter()
+        .rev()
+        .filter_map(|extension| {
+            extension
+                .timestamps
+                .uninstall()
+                .err()
+                .map(|error| format!("{}: {error}", extension.name))
+        })
+        .collect()
+}
+
+/// What each installed extension did.
+pub fn installed() -> Vec<InstalledReport> {
+    let Some(services) = SERVICES.get() else {
+        return Vec::new();
+    };
+    services
+        .installed
+        .lock()
+        .iter()
+        .map(|extension| InstalledReport {
+            name: extension.name,
+            domain: extension.domain.id(),
+            provenance: extension.domain.provenance(),
+            handlers: extension.timestamps.extension().handler_ids().len(),
+            lines: extension.timestamps.lines(),
+            usage: dispatcher().usage(extension.domain.id()),
+        })
+        .collect()
+}
+
+/// Runs pending deferred handler calls (from the idle loop, outside any
+/// raise). Returns how many ran.
+pub fn run_deferred() -> usize {
+    match DISPATCHER.get() {
+        Some(dispatcher) if dispatcher.has_deferred() => dispatcher.run_deferred(),
+        _ => 0,
+    }
+}
