@@ -21,11 +21,18 @@ pub const KNOWN_KEYS: &[&str] = &[
     "extensions",
     "selftest",
     "selftest_ms",
+    "sched",
+    "strand_count",
 ];
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch"];
 /// Self-test names `selftest=` accepts.
-pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn"];
+pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands"];
+/// Policy names `sched=` accepts (the sched-ext catalogue; checked against
+/// it at boot).
+pub const SCHED_NAMES: &[&str] = &[
+    "rr", "priority", "stride", "edf", "central", "steal", "weighted",
+];
 /// Fault names `fault=` accepts.
 pub const FAULT_NAMES: &[&str] = &[
     "page",
@@ -81,6 +88,8 @@ pub struct Benches {
 pub enum Selftest {
     /// Handlers installed and removed on CPU 0 while the other CPUs raise.
     DispatchChurn,
+    /// Strands created, preempted, yielding and exiting on every CPU.
+    Strands,
 }
 
 /// The compiled-in extensions `extensions=` installs at boot.
@@ -120,6 +129,10 @@ pub struct KernelArgs {
     pub selftest: Option<Selftest>,
     /// How long the self-test runs.
     pub selftest_ms: u64,
+    /// The scheduling policy (a name from the sched-ext catalogue).
+    pub sched: &'static str,
+    /// Strands the `strands` self-test creates.
+    pub strand_count: u64,
 }
 
 impl Default for KernelArgs {
@@ -143,6 +156,8 @@ impl Default for KernelArgs {
             extensions: Extensions::default(),
             selftest: None,
             selftest_ms: 1000,
+            sched: "rr",
+            strand_count: 32,
         }
     }
 }
@@ -307,6 +322,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "selftest" => {
                 args.selftest = Some(match value.unwrap_or("") {
                     "dispatch-churn" => Selftest::DispatchChurn,
+                    "strands" => Selftest::Strands,
                     _ => {
                         return Err(ArgsError::UnknownName {
                             key,
@@ -316,6 +332,18 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                 })
             }
             "selftest_ms" => args.selftest_ms = number(key, value, 1, 600_000)?,
+            "sched" => {
+                let name = value.unwrap_or("");
+                args.sched = SCHED_NAMES
+                    .iter()
+                    .copied()
+                    .find(|known| *known == name)
+                    .ok_or(ArgsError::UnknownName {
+                        key,
+                        known: SCHED_NAMES,
+                    })?;
+            }
+            "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
             _ => unreachable!("every known key is handled"),
         }
     }

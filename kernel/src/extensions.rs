@@ -173,7 +173,10 @@ pub fn print(arguments: core::fmt::Arguments<'_>) -> bool {
     };
     let mut text = console::BoundedText::new();
     let _ = text.write_fmt(arguments);
+    // A raise must stay on its CPU: no preemption while it runs.
+    let were_enabled = cpu::disable_interrupts();
     event.raise(text.as_str());
+    cpu::restore_interrupts(were_enabled);
     true
 }
 

@@ -7,7 +7,7 @@ use talc::{ErrOnOom, Span, Talc, Talck};
 use crate::arch::pvh::{BootInfo, MEMORY_TYPE_RAM};
 
 #[global_allocator]
-static ALLOCATOR: Talck<spin::Mutex<()>, ErrOnOom> = Talc::new(ErrOnOom).lock();
+static ALLOCATOR: Talck<crate::sync::IrqSafeRawSpinlock, ErrOnOom> = Talc::new(ErrOnOom).lock();
 
 /// Memory below this stays out of the heap (BIOS data, the AP trampoline).
 const LOW_MEMORY_END: u64 = 0x10_0000;

@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::arch::{apic, cpu, interrupts, paging, pvh, smp, tsc};
 use crate::args::{Fault, KernelArgs, Selftest};
 use crate::exit::{exit, ExitCode};
-use crate::{acpi, bench, console, extensions, heap, kprintln, metrics, selftest, timer};
+use crate::{acpi, bench, console, extensions, heap, kprintln, metrics, selftest, strand, timer};
 
 /// TSC value when the bootstrap processor entered Rust.
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
@@ -54,15 +54,24 @@ fn fail(message: core::fmt::Arguments<'_>) -> ! {
     exit(ExitCode::Failure)
 }
 
-/// Gives CPU `index` its IST stacks, each with a guard page. Runs on the
+/// Gives CPU `index` its IST stacks and its interrupt stack, each with a
+/// guard page. Runs on the
 /// bootstrap processor before the application processors start.
 fn allocate_ist_stacks(index: usize) {
-    for top in &cpu::per_cpu(index).ist_stack_tops {
+    let block = cpu::per_cpu(index);
+    for top in &block.ist_stack_tops {
         // SAFETY: only the bootstrap processor runs yet (see callers).
         match unsafe { paging::allocate_guarded_stack(cpu::IST_STACK_SIZE) } {
             Ok(stack_top) => top.store(stack_top, Ordering::Release),
             Err(error) => fail(format_args!("IST stack for cpu {index}: {error}")),
         }
+    }
+    // SAFETY: as above.
+    match unsafe { paging::allocate_guarded_stack(cpu::INTERRUPT_STACK_SIZE) } {
+        Ok(stack_top) => block
+            .interrupt_stack_top
+            .store(stack_top, Ordering::Release),
+        Err(error) => fail(format_args!("interrupt stack for cpu {index}: {error}")),
     }
 }
 
@@ -160,6 +169,13 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
                 spindle_console_timestamps::NAME
             ));
         }
+    }
+    match spindle_sched_ext::find(args.sched) {
+        Some(policy) => strand::init((policy.create)(apic_ids.len() as u16)),
+        None => fail(format_args!(
+            "sched={}: not in the sched-ext catalogue",
+            args.sched
+        )),
     }
     if topology.processors_ignored > 0 {
         kprintln!(
@@ -278,6 +294,14 @@ fn run_and_report(
             problems += 1;
         }
         kprintln!("kernel: dispatch benchmark done at +{} ms", elapsed_ms());
+    }
+    if let Some(Selftest::Strands) = args.selftest {
+        let found = selftest::strands(args.strand_count, args.sched);
+        for problem in &found {
+            report_problem(format_args!("strands: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: strands self-test done at +{} ms", elapsed_ms());
     }
     if let Some(Selftest::DispatchChurn) = args.selftest {
         let found = selftest::dispatch_churn(args.selftest_ms);

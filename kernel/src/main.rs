@@ -42,4 +42,8 @@ mod metrics;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
+mod strand;
+#[cfg(target_os = "none")]
+mod sync;
+#[cfg(target_os = "none")]
 mod timer;

@@ -1,4 +1,4 @@
-//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event.
+//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event; `selftest=strands` runs strands on every CPU.
 //!
 //! The workload and its checks are `bench-apps/dispatch`'s `churn` module;
 //! this file runs it on real CPUs, with interrupts on, for `selftest_ms`,
@@ -121,4 +121,110 @@ fn report_scalars(report: &ChurnReport, raises_per_cpu: &[u64], duration_ms: u64
             Ok(())
         });
     });
+}
+
+/// How long a CPU-bound strand of the `strands` self-test computes.
+const CPU_BOUND_NS: u64 = 20_000_000;
+/// Rounds of a yielding strand, and its computing time per round.
+const YIELD_ROUNDS: u64 = 20;
+const ROUND_NS: u64 = 200_000;
+/// How long the self-test waits for every strand to exit.
+const STRANDS_TIMEOUT_NS: u64 = 60_000_000_000;
+
+/// Computes for `nanoseconds` of wall time; returns the loop iterations.
+fn compute_for(nanoseconds: u64) -> u64 {
+    let end = tsc::now() + tsc::ns_to_cycles(nanoseconds);
+    let mut iterations = 0u64;
+    while tsc::now() < end {
+        iterations = core::hint::black_box(iterations + 1);
+    }
+    iterations
+}
+
+/// Creates `count` strands on every CPU (half CPU-bound, preempted by the
+/// timer; half yielding every round), waits for all to exit, checks that
+/// each ran its whole body exactly once, and reports the scheduler's counts.
+pub fn strands(count: u64, policy: &str) -> Vec<String> {
+    use alloc::sync::Arc;
+    use spindle_sched_ext::{CpuSet, SchedParams};
+
+    let mut problems = Vec::new();
+    let cpus = cpu::cpus_found() as u16;
+    let rounds: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+    let finished = Arc::new(AtomicU64::new(0));
+    let mut spawned = 0u64;
+    for index in 0..count {
+        let rounds = Arc::clone(&rounds);
+        let finished = Arc::clone(&finished);
+        let cpu_bound = index % 2 == 0;
+        let body = alloc::boxed::Box::new(move || {
+            let slot = &rounds[index as usize];
+            if cpu_bound {
+                compute_for(CPU_BOUND_NS);
+                slot.fetch_add(YIELD_ROUNDS, Ordering::Relaxed);
+            } else {
+                for _ in 0..YIELD_ROUNDS {
+                    compute_for(ROUND_NS);
+                    slot.fetch_add(1, Ordering::Relaxed);
+                    crate::strand::yield_now();
+                }
+            }
+            finished.fetch_add(1, Ordering::Relaxed);
+        });
+        match crate::strand::spawn(body, CpuSet::all(cpus), SchedParams::default()) {
+            Ok(_) => spawned += 1,
+            Err(error) => problems.push(format!("strand {index}: {error}")),
+        }
+    }
+    let counters = &crate::strand::COUNTERS;
+    let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
+    while (finished.load(Ordering::Relaxed) < spawned
+        || counters.exited.load(Ordering::Relaxed) < counters.created.load(Ordering::Relaxed))
+        && tsc::now() < deadline
+    {
+        cpu::enable_interrupts_and_halt();
+    }
+    let created = counters.created.load(Ordering::Relaxed);
+    let exited = counters.exited.load(Ordering::Relaxed);
+    let wrong: Vec<u64> = (0..count)
+        .filter(|&index| rounds[index as usize].load(Ordering::Relaxed) != YIELD_ROUNDS)
+        .collect();
+    if !wrong.is_empty() {
+        problems.push(format!(
+            "strands {wrong:?} did not run their body exactly once"
+        ));
+    }
+    if exited != created {
+        problems.push(format!(
+            "{} of {created} strands did not exit",
+            created - exited
+        ));
+    }
+    console::with_console(|console| {
+        let values = [
+            ("strands_created", created),
+            ("strands_exited", exited),
+            ("strands_lost", created - exited.min(created)),
+            (
+                "context_switches",
+                counters.context_switches.load(Ordering::Relaxed),
+            ),
+            ("migrations", counters.migrations.load(Ordering::Relaxed)),
+            (
+                "rejected_decisions",
+                counters.rejected_decisions.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, value) in values {
+            console::write_record(console, "scalar", |record| {
+                record.str("name", name)?.u64("value", value)?;
+                Ok(())
+            });
+        }
+        console::write_record(console, "scalar", |record| {
+            record.str("name", "sched")?.str("value", policy)?;
+            Ok(())
+        });
+    });
+    problems
 }

@@ -42,6 +42,7 @@ fn on_timer_interrupt(_frame: &mut InterruptFrame) {
                 }
                 block.timer_deadline_tsc.store(next, Ordering::Relaxed);
                 apic::arm_deadline(next);
+                crate::strand::on_tick();
             }
         }
         apic::TimerArming::Stopped => {}

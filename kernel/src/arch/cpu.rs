@@ -24,6 +24,12 @@ pub const IST_NMI: u8 = 2;
 pub const IST_MACHINE_CHECK: u8 = 3;
 /// Size of each IST stack.
 pub const IST_STACK_SIZE: usize = 16 * 1024;
+/// Size of each CPU's interrupt stack.
+pub const INTERRUPT_STACK_SIZE: usize = 32 * 1024;
+/// Where `interrupt_common` finds the interrupt stack's top (`gs:[8]`).
+pub const INTERRUPT_STACK_TOP_OFFSET: usize = 8;
+const _: () =
+    assert!(core::mem::offset_of!(PerCpu, interrupt_stack_top) == INTERRUPT_STACK_TOP_OFFSET);
 
 /// Kernel code segment selector (GDT index 1).
 pub const KERNEL_CODE_SELECTOR: SegmentSelector = SegmentSelector::new(1, Ring::Ring0);
@@ -54,6 +60,9 @@ struct Gdt {
 #[repr(C)]
 pub struct PerCpu {
     self_address: AtomicUsize,
+    /// Top of the stack external interrupts run their handlers and the
+    /// scheduler on (read by `interrupt_common` at `gs:[8]`; 0: not yet).
+    pub interrupt_stack_top: AtomicU64,
     /// Dense CPU index (0 = the bootstrap processor), in MADT order.
     pub index: AtomicU32,
     /// The CPU's local APIC ID (not dense, not ordered).
@@ -94,6 +103,7 @@ impl PerCpu {
     const fn new() -> Self {
         PerCpu {
             self_address: AtomicUsize::new(0),
+            interrupt_stack_top: AtomicU64::new(0),
             index: AtomicU32::new(NO_CPU),
             apic_id: AtomicU32::new(NO_CPU),
             online: AtomicBool::new(false),

@@ -85,6 +85,7 @@ interrupt_stubs:
     .set vector, vector + 1
     .endr
 
+    .global interrupt_common
 interrupt_common:
     pushq %rax
     pushq %rbx
@@ -103,6 +104,16 @@ interrupt_common:
     pushq %r15
     movq %rsp, %rdi
     cld
+    /* External interrupts (vector >= 32) run on the CPU's interrupt stack,
+       so the scheduler may hand the interrupted strand to another CPU
+       before this one leaves the handler; exceptions stay where they are. */
+    cmpq $32, 120(%rsp)
+    jb 1f
+    movq %gs:{interrupt_stack_top}, %rax
+    testq %rax, %rax
+    jz 1f
+    movq %rax, %rsp
+1:
     call interrupt_dispatch
     movq %rax, %rsp
     popq %r15
@@ -124,6 +135,7 @@ interrupt_common:
     iretq
     .text
 "#,
+    interrupt_stack_top = const super::cpu::INTERRUPT_STACK_TOP_OFFSET,
     options(att_syntax)
 );
 
@@ -229,5 +241,10 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) -> *mut InterruptFr
         handler(frame);
     }
     per_cpu.interrupt_depth.fetch_sub(1, Ordering::Relaxed);
+    if depth == 0 {
+        // The outermost interrupt may hand the CPU to another strand: its
+        // frame is the one `interrupt_common` resumes.
+        return crate::strand::on_interrupt_exit(frame);
+    }
     frame as *mut InterruptFrame
 }

@@ -7,7 +7,7 @@
 //! Used by the bootstrap processor before the application processors start,
 //! so only its own TLB needs flushing.
 
-use alloc::alloc::{alloc_zeroed, Layout};
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
 use core::fmt;
 
 use super::cpu;
@@ -55,22 +55,29 @@ fn table_index(address: u64, level: u32) -> usize {
     ((address >> (PAGE_SHIFT + INDEX_BITS * level)) as usize) & (ENTRIES - 1)
 }
 
-/// Makes the 4 KiB page at `address` not present.
+/// Serializes edits of the page tables between CPUs.
+static PAGE_TABLE_LOCK: crate::sync::IrqMutex<()> = crate::sync::irq_mutex(());
+
+/// Sets the 4 KiB page-table entry of `address` to `value` (splitting its
+/// 2 MiB page into 4 KiB pages first if needed) and flushes this CPU's TLB
+/// entry for it.
 ///
 /// # Safety
-/// Nothing may use the page afterwards (it is leaked to be a guard), and
-/// no other CPU may be running yet (only this CPU's TLB is flushed).
-pub unsafe fn unmap_page(address: u64) -> Result<(), PagingError> {
+/// The new entry must not take memory away from anything that still uses
+/// it, and other CPUs' TLBs are not flushed (there is no shootdown yet): a
+/// CPU that cached the old translation may keep using it.
+unsafe fn set_leaf_entry(address: u64, value: u64) -> Result<(), PagingError> {
     if !address.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Unaligned(address));
     }
     if address >= IDENTITY_MAPPED_END {
         return Err(PagingError::NotMapped(address));
     }
+    let _serialized = PAGE_TABLE_LOCK.lock();
     let root = cpu::read_cr3() & ADDRESS_MASK;
     // SAFETY: CR3 holds the boot page tables (arch/boot.rs), identity-mapped
     // RAM; walking them level by level only follows present entries, and
-    // the caller guarantees no other CPU uses them concurrently.
+    // PAGE_TABLE_LOCK keeps other CPUs from editing them meanwhile.
     unsafe {
         let pml4 = root as *mut u64;
         let pml4_entry = *pml4.add(table_index(address, 3));
@@ -89,8 +96,6 @@ pub unsafe fn unmap_page(address: u64) -> Result<(), PagingError> {
             return Err(PagingError::NotMapped(address));
         }
         let table = if directory_entry & LARGE_PAGE != 0 {
-            // Split the 2 MiB page into 512 small pages with the same
-            // caching attributes.
             let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize)
                 .expect("page layout");
             let table = alloc_zeroed(layout) as *mut u64;
@@ -108,30 +113,93 @@ pub unsafe fn unmap_page(address: u64) -> Result<(), PagingError> {
         } else {
             (directory_entry & ADDRESS_MASK) as *mut u64
         };
-        *table.add(table_index(address, 0)) = 0;
-        // Reloading CR3 flushes every non-global translation, the old 2 MiB
-        // one included.
-        x86::controlregs::cr3_write(root);
+        *table.add(table_index(address, 0)) = value;
+        x86::tlb::flush(address as usize);
     }
     Ok(())
 }
 
-/// Allocates a kernel stack of `size` bytes (a multiple of 4 KiB) with an
-/// unmapped guard page below it; returns the stack's top.
+/// Makes the 4 KiB page at `address` not present.
 ///
 /// # Safety
-/// As `unmap_page`: no other CPU may be running yet.
-pub unsafe fn allocate_guarded_stack(size: usize) -> Result<u64, PagingError> {
-    let layout = Layout::from_size_align(size + PAGE_SIZE as usize, PAGE_SIZE as usize)
-        .expect("stack layout");
-    // SAFETY: the layout has a non-zero size.
-    let base = unsafe { alloc_zeroed(layout) } as u64;
-    if base == 0 {
-        return Err(PagingError::OutOfMemory);
+/// Nothing may use the page afterwards (it becomes a guard), and other
+/// CPUs' TLBs are not flushed: call it before the other CPUs run, or accept
+/// that a CPU which cached the page may still reach it.
+pub unsafe fn unmap_page(address: u64) -> Result<(), PagingError> {
+    // SAFETY: the caller's contract.
+    unsafe { set_leaf_entry(address, 0) }
+}
+
+/// A kernel stack with an unmapped guard page below it, freed (guard page
+/// mapped again first) when dropped.
+pub struct GuardedStack {
+    /// The allocation's start: the guard page.
+    base: u64,
+    /// Usable bytes above the guard page.
+    size: usize,
+}
+
+impl GuardedStack {
+    /// Allocates a stack of `size` bytes (a multiple of 4 KiB) and unmaps
+    /// the page below it. Other CPUs' TLBs are not shot down (see
+    /// `set_leaf_entry`): on a CPU that had cached that page as part of a
+    /// larger heap mapping, the guard may not fault.
+    pub fn new(size: usize) -> Result<GuardedStack, PagingError> {
+        let layout = Self::layout(size);
+        // SAFETY: the layout has a non-zero size.
+        let base = unsafe { alloc_zeroed(layout) } as u64;
+        if base == 0 {
+            return Err(PagingError::OutOfMemory);
+        }
+        // SAFETY: the guard page is the allocation's first page, which this
+        // type never hands out (the stack grows down to base + PAGE_SIZE).
+        if let Err(error) = unsafe { unmap_page(base) } {
+            // SAFETY: allocated above with this layout, never handed out.
+            unsafe { dealloc(base as *mut u8, layout) };
+            return Err(error);
+        }
+        Ok(GuardedStack { base, size })
     }
-    // SAFETY: the guard page is the allocation's first page, never used as
-    // stack (the stack grows down to base + PAGE_SIZE); caller's contract
-    // for the TLB.
-    unsafe { unmap_page(base)? };
-    Ok(base + PAGE_SIZE + size as u64)
+
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size + PAGE_SIZE as usize, PAGE_SIZE as usize)
+            .expect("stack layout")
+    }
+
+    /// The stack's top (its highest address plus one, 16-byte aligned).
+    pub fn top(&self) -> u64 {
+        self.base + PAGE_SIZE + self.size as u64
+    }
+
+    /// Keeps the stack forever and returns its top.
+    pub fn leak(self) -> u64 {
+        let top = self.top();
+        core::mem::forget(self);
+        top
+    }
+}
+
+impl Drop for GuardedStack {
+    fn drop(&mut self) {
+        // SAFETY: mapping the guard page back (identity, writable) gives
+        // the heap back its own page; nothing runs on this stack any more
+        // (its owner drops it only after the last switch away from it).
+        let remapped = unsafe { set_leaf_entry(self.base, self.base | PRESENT | WRITABLE) };
+        if remapped.is_ok() {
+            // SAFETY: allocated in `new` with this layout.
+            unsafe { dealloc(self.base as *mut u8, Self::layout(self.size)) };
+        }
+        // If the page could not be mapped again, the allocation is leaked
+        // rather than handed back with a hole in it.
+    }
+}
+
+/// Allocates a kernel stack of `size` bytes (a multiple of 4 KiB) with an
+/// unmapped guard page below it, kept forever; returns the stack's top.
+///
+/// # Safety
+/// As `unmap_page`: call it before the other CPUs run, or accept that a CPU
+/// which cached the guard page may still reach it.
+pub unsafe fn allocate_guarded_stack(size: usize) -> Result<u64, PagingError> {
+    GuardedStack::new(size).map(GuardedStack::leak)
 }

@@ -1,0 +1,465 @@
+//! Strands, SPIN's schedulable contexts, and the trusted global scheduler that runs them on every CPU under a policy from `sched-ext`.
+//!
+//! A strand owns a guarded stack and, while it is not running, the address
+//! of its saved `InterruptFrame` on that stack (arch/context.rs). The
+//! scheduler runs at the end of the outermost interrupt on each CPU
+//! ([`on_interrupt_exit`]): after a timer tick whose policy answer was
+//! "preempt", after `int VECTOR_SWITCH` (yield, exit), and on an idle CPU
+//! after every interrupt. It raises the policy's Checkpoint on the strand
+//! leaving the CPU, asks the policy for the next one, **re-checks** the
+//! answer (the strand exists, is runnable, may run here, and is on no other
+//! CPU), raises Resume and returns the strand's frame. Policy code runs with
+//! interrupts off on the calling CPU but under no kernel lock that another
+//! CPU's scheduler needs.
+//!
+//! The scheduler runs on the CPU's own interrupt stack (`interrupt_common`
+//! switches to it for every external interrupt), never on a strand's stack:
+//! so the strand leaving a CPU is released at once, and another CPU may
+//! resume it while this one is still in the handler. An exited strand is
+//! reaped there too, which frees its stack.
+//!
+//! This is the first step of issue 5: create, yield, exit, preemption by
+//! the APIC timer, remote wake-ups by IPI, any policy of the catalogue.
+//! Block/unblock by the strands themselves, sleep, directed yield,
+//! affinity changes, swaps and ejection are still to come.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use spindle_sched_ext::{
+    CheckpointReason, Context, CpuId, CpuSet, Policy, SchedParams, StrandId, StrandSpec, TickAction,
+};
+
+use crate::arch::interrupts::{self, InterruptFrame};
+use crate::arch::paging::{GuardedStack, PagingError};
+use crate::arch::{apic, context, cpu};
+use crate::sync::{irq_mutex, IrqMutex};
+
+/// Bytes of stack each strand gets (plus a guard page below).
+pub const STACK_SIZE: usize = 16 * 1024;
+/// `context::request_switch` requests (in `rax`).
+const REQUEST_NONE: u64 = 0;
+const REQUEST_YIELD: u64 = 1;
+const REQUEST_EXIT: u64 = 2;
+/// A timer tick's policy answer asked for preemption.
+const REQUEST_PREEMPT: u64 = 3;
+/// How many wrong answers of `pick_next` one scheduling pass tolerates.
+const PICK_ATTEMPTS: usize = 4;
+
+/// Strand states.
+const RUNNABLE: u8 = 1;
+const RUNNING: u8 = 2;
+const BLOCKED: u8 = 3;
+const EXITED: u8 = 4;
+
+/// One strand.
+struct Strand {
+    id: StrandId,
+    state: AtomicU8,
+    /// The CPU running it, or `cpu::NO_CPU`.
+    running_on: AtomicU32,
+    /// The CPU it last ran on (for migration counts and `select_cpu`).
+    last_cpu: AtomicU32,
+    /// Address of the saved frame while not running.
+    frame: AtomicU64,
+    affinity: CpuSet,
+    /// The code to run, taken by the strand's first instruction.
+    body: IrqMutex<Option<Box<dyn FnOnce() + Send>>>,
+    _stack: GuardedStack,
+}
+
+/// A slot of the strand table; the generation makes stale identifiers miss.
+struct Slot {
+    generation: u32,
+    strand: Option<Arc<Strand>>,
+}
+
+/// What one CPU's scheduler keeps (touched only by that CPU, interrupts off).
+struct CpuScheduler {
+    current: Option<Arc<Strand>>,
+    /// The frame of the CPU's own (idle or boot) context while a strand runs.
+    idle_frame: u64,
+    /// When the current strand's stint began.
+    stint_start: u64,
+    /// A pending request from the timer tick.
+    request: u64,
+}
+
+static STRANDS: IrqMutex<Vec<Slot>> = irq_mutex(Vec::new());
+static POLICY: IrqMutex<Option<Arc<dyn Policy>>> = irq_mutex(None);
+static STARTED: AtomicBool = AtomicBool::new(false);
+static CPU_SCHEDULERS: [IrqMutex<CpuScheduler>; cpu::MAX_CPUS] = [const {
+    irq_mutex(CpuScheduler {
+        current: None,
+        idle_frame: 0,
+        stint_start: 0,
+        request: REQUEST_NONE,
+    })
+}; cpu::MAX_CPUS];
+
+/// What the scheduler counted.
+pub struct Counters {
+    /// Strands created.
+    pub created: AtomicU64,
+    /// Strands exited (and reaped).
+    pub exited: AtomicU64,
+    /// Strand-to-strand or idle-to-strand switches.
+    pub context_switches: AtomicU64,
+    /// Resumes on another CPU than the strand's last.
+    pub migrations: AtomicU64,
+    /// Policy answers the scheduler refused (wrong CPU, unknown or
+    /// unrunnable strand).
+    pub rejected_decisions: AtomicU64,
+}
+
+/// The scheduler's counters.
+pub static COUNTERS: Counters = Counters {
+    created: AtomicU64::new(0),
+    exited: AtomicU64::new(0),
+    context_switches: AtomicU64::new(0),
+    migrations: AtomicU64::new(0),
+    rejected_decisions: AtomicU64::new(0),
+};
+
+/// Why a strand could not be created.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// `init` has not run.
+    NotStarted,
+    /// No memory for the stack or its guard page.
+    Stack(PagingError),
+    /// The policy refused the strand (e.g. EDF admission control).
+    Refused(&'static str),
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpawnError::NotStarted => formatter.write_str("the scheduler has not started"),
+            SpawnError::Stack(error) => write!(formatter, "strand stack: {error}"),
+            SpawnError::Refused(reason) => {
+                write!(formatter, "the policy refused the strand: {reason}")
+            }
+        }
+    }
+}
+
+/// Starts the scheduler with `policy` (bootstrap processor, before the
+/// first strand is created; the other CPUs pick strands up from their next
+/// interrupt on).
+pub fn init(policy: Box<dyn Policy>) {
+    interrupts::register_handler(context::VECTOR_SWITCH, |_frame| {});
+    *POLICY.lock() = Some(Arc::from(policy));
+    STARTED.store(true, Ordering::Release);
+}
+
+/// The running policy (cloned out, so no lock is held while it runs).
+fn policy() -> Option<Arc<dyn Policy>> {
+    POLICY.lock().clone()
+}
+
+/// The policy's view of now, on this CPU.
+fn policy_context() -> Context {
+    Context::new(
+        crate::kernel::nanoseconds_since_boot(),
+        CpuId(cpu::current_index() as u16),
+        cpu::cpus_found() as u16,
+    )
+}
+
+/// Packs a strand identifier into one register.
+fn pack(id: StrandId) -> u64 {
+    u64::from(id.index()) | u64::from(id.generation()) << 32
+}
+
+fn unpack(packed: u64) -> StrandId {
+    StrandId::new(packed as u32, (packed >> 32) as u32)
+}
+
+/// The strand called `id`, if it still exists.
+fn lookup(id: StrandId) -> Option<Arc<Strand>> {
+    let table = STRANDS.lock();
+    let slot = table.get(id.index() as usize)?;
+    if slot.generation != id.generation() {
+        return None;
+    }
+    slot.strand.clone()
+}
+
+/// Creates a strand that runs `body` on any CPU in `affinity`, and makes
+/// it runnable.
+pub fn spawn(
+    body: Box<dyn FnOnce() + Send>,
+    affinity: CpuSet,
+    params: SchedParams,
+) -> Result<StrandId, SpawnError> {
+    let policy = policy().ok_or(SpawnError::NotStarted)?;
+    let stack = GuardedStack::new(STACK_SIZE).map_err(SpawnError::Stack)?;
+    let top = stack.top();
+    let strand = {
+        let mut table = STRANDS.lock();
+        let index = table
+            .iter()
+            .position(|slot| slot.strand.is_none())
+            .unwrap_or_else(|| {
+                table.push(Slot {
+                    generation: 0,
+                    strand: None,
+                });
+                table.len() - 1
+            });
+        let slot = &mut table[index];
+        slot.generation = slot.generation.wrapping_add(1);
+        let id = StrandId::new(index as u32, slot.generation);
+        let frame = context::initial_frame(top, strand_entry, pack(id));
+        let strand = Arc::new(Strand {
+            id,
+            state: AtomicU8::new(BLOCKED),
+            running_on: AtomicU32::new(cpu::NO_CPU),
+            last_cpu: AtomicU32::new(cpu::NO_CPU),
+            frame: AtomicU64::new(frame),
+            affinity,
+            body: irq_mutex(Some(body)),
+            _stack: stack,
+        });
+        slot.strand = Some(Arc::clone(&strand));
+        strand
+    };
+    let spec = StrandSpec::new(strand.id, affinity, params);
+    let admitted = with_interrupts_off(|| policy.strand_created(&policy_context(), &spec));
+    if let Err(refusal) = admitted {
+        remove_from_table(strand.id);
+        return Err(SpawnError::Refused(refusal.0));
+    }
+    COUNTERS.created.fetch_add(1, Ordering::Relaxed);
+    wake(&policy, &strand);
+    Ok(strand.id)
+}
+
+/// Runs `work` with interrupts disabled on this CPU.
+fn with_interrupts_off<R>(work: impl FnOnce() -> R) -> R {
+    let were_enabled = cpu::disable_interrupts();
+    let result = work();
+    cpu::restore_interrupts(were_enabled);
+    result
+}
+
+/// Makes a blocked strand runnable: SPIN's Unblock, on the CPU the policy
+/// chooses (re-checked against the strand's affinity).
+fn wake(policy: &Arc<dyn Policy>, strand: &Strand) {
+    with_interrupts_off(|| {
+        if strand
+            .state
+            .compare_exchange(BLOCKED, RUNNABLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let context = policy_context();
+        let last = strand.last_cpu.load(Ordering::Relaxed);
+        let previous = (last != cpu::NO_CPU).then_some(CpuId(last as u16));
+        let mut target = policy.select_cpu(&context, strand.id, previous, &strand.affinity);
+        if !strand.affinity.contains(target) || usize::from(target.0) >= cpu::cpus_found() {
+            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            target = strand.affinity.first().unwrap_or(context.cpu);
+        }
+        policy.unblock(&context, strand.id, target);
+        let mut wanted = policy.wants_wakeup(&context);
+        wanted.insert(target);
+        wanted.remove(context.cpu);
+        for cpu_to_wake in wanted.iter() {
+            kick(cpu_to_wake);
+        }
+    });
+}
+
+/// Sends CPU `target` a wake-up interrupt (its scheduler runs after it).
+fn kick(target: CpuId) {
+    let index = usize::from(target.0);
+    if index < cpu::cpus_found() {
+        apic::send_ipi(
+            cpu::per_cpu(index).apic_id.load(Ordering::Relaxed),
+            apic::VECTOR_IPI_WAKE,
+        );
+    }
+}
+
+/// Where every strand begins: takes its body, drops its own reference (the
+/// frame of this function is abandoned at exit), runs the body, exits.
+extern "C" fn strand_entry(packed: u64) -> ! {
+    let body = lookup(unpack(packed)).and_then(|strand| strand.body.lock().take());
+    if let Some(body) = body {
+        body();
+    }
+    context::request_switch(REQUEST_EXIT, 0);
+    unreachable!("an exited strand is never resumed");
+}
+
+/// Gives the CPU up; the strand stays runnable (SPIN's Checkpoint with
+/// "yielded"). From a CPU's own context it just runs the scheduler.
+pub fn yield_now() {
+    context::request_switch(REQUEST_YIELD, 0);
+}
+
+/// The timer tick's part: asks the policy whether the current strand should
+/// give up the CPU. Interrupt context.
+pub fn on_tick() {
+    if !STARTED.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(policy) = policy() else { return };
+    let mut scheduler = CPU_SCHEDULERS[cpu::current_index()].lock();
+    let context = policy_context();
+    let current = scheduler.current.as_ref().map(|strand| strand.id);
+    let ran = context.now.saturating_sub(scheduler.stint_start);
+    // Idle CPUs tick too (with no current strand): balancing policies use it.
+    if policy.tick(&context, current, ran) == TickAction::Preempt && current.is_some() {
+        scheduler.request = REQUEST_PREEMPT;
+    }
+    drop(scheduler);
+    kick_wanted(&*policy, &context);
+}
+
+/// Interrupts the CPUs the policy asked to have woken (its answer clears as
+/// it is read, so this follows every call that may set it).
+fn kick_wanted(policy: &dyn Policy, context: &Context) {
+    for wanted in policy.wants_wakeup(context).iter() {
+        if wanted != context.cpu {
+            kick(wanted);
+        }
+    }
+}
+
+fn remove_from_table(id: StrandId) {
+    let removed = {
+        let mut table = STRANDS.lock();
+        table.get_mut(id.index() as usize).and_then(|slot| {
+            if slot.generation == id.generation() {
+                slot.strand.take()
+            } else {
+                None
+            }
+        })
+    };
+    // Dropped outside the table lock: the last reference frees the stack.
+    drop(removed);
+}
+
+/// The scheduler, at the end of the outermost interrupt on this CPU:
+/// returns the frame to resume (`frame` itself when nothing changes).
+pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
+    let frame_address = frame as *mut InterruptFrame as u64;
+    if !STARTED.load(Ordering::Acquire) {
+        return frame;
+    }
+    let Some(policy) = policy() else {
+        return frame;
+    };
+    let me = cpu::current_index();
+    let mut scheduler = CPU_SCHEDULERS[me].lock();
+    let request = if frame.vector == u64::from(context::VECTOR_SWITCH) {
+        frame.rax
+    } else {
+        core::mem::replace(&mut scheduler.request, REQUEST_NONE)
+    };
+    let context = policy_context();
+    match scheduler.current.take() {
+        Some(current) => {
+            if request == REQUEST_NONE {
+                scheduler.current = Some(current);
+                return frame;
+            }
+            current.frame.store(frame_address, Ordering::Relaxed);
+            let ran = context.now.saturating_sub(scheduler.stint_start);
+            let exited = request == REQUEST_EXIT;
+            let (state, reason) = match request {
+                REQUEST_EXIT => (EXITED, CheckpointReason::Exited),
+                REQUEST_YIELD => (RUNNABLE, CheckpointReason::Yielded),
+                _ => (RUNNABLE, CheckpointReason::Preempted),
+            };
+            current.state.store(state, Ordering::Release);
+            // This CPU runs on its interrupt stack now: the strand's stack
+            // is free, and another CPU may resume it as soon as the policy
+            // hands it out.
+            current.running_on.store(cpu::NO_CPU, Ordering::Release);
+            policy.checkpoint(&context, current.id, reason, ran);
+            if exited {
+                policy.strand_exited(&context, current.id);
+                let id = current.id;
+                drop(current);
+                remove_from_table(id);
+                COUNTERS.exited.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        None => scheduler.idle_frame = frame_address,
+    }
+    let resumed = match pick_verified(&*policy, &context, me) {
+        Some(next) => {
+            let next_frame = next.frame.load(Ordering::Relaxed);
+            scheduler.stint_start = context.now;
+            scheduler.current = Some(next);
+            next_frame as *mut InterruptFrame
+        }
+        None => {
+            policy.cpu_idle(&context);
+            scheduler.idle_frame as *mut InterruptFrame
+        }
+    };
+    drop(scheduler);
+    kick_wanted(&*policy, &context);
+    resumed
+}
+
+/// Asks the policy for the next strand and re-checks its answer: the strand
+/// exists, is runnable, may run on this CPU, and no other CPU is on its
+/// stack. Refused answers are counted and the strand is queued again on a
+/// CPU it may run on, so that a wrong answer loses nothing.
+fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Arc<Strand>> {
+    for _ in 0..PICK_ATTEMPTS {
+        let id = policy.pick_next(context)?;
+        let Some(strand) = lookup(id) else {
+            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if strand.state.load(Ordering::Acquire) != RUNNABLE
+            || !strand.affinity.contains(context.cpu)
+        {
+            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            if strand.state.load(Ordering::Acquire) == RUNNABLE {
+                requeue(policy, context, &strand);
+            }
+            continue;
+        }
+        if strand
+            .running_on
+            .compare_exchange(cpu::NO_CPU, me as u32, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Running on another CPU: the policy handed out a strand twice.
+            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        strand.state.store(RUNNING, Ordering::Release);
+        let last = strand.last_cpu.swap(me as u32, Ordering::Relaxed);
+        if last != cpu::NO_CPU && last != me as u32 {
+            COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
+        }
+        policy.resume(context, strand.id);
+        COUNTERS.context_switches.fetch_add(1, Ordering::Relaxed);
+        return Some(strand);
+    }
+    None
+}
+
+/// Queues a runnable strand again after a refused answer.
+fn requeue(policy: &dyn Policy, context: &Context, strand: &Strand) {
+    let target = if strand.affinity.contains(context.cpu) {
+        context.cpu
+    } else {
+        strand.affinity.first().unwrap_or(context.cpu)
+    };
+    policy.unblock(context, strand.id, target);
+}
