@@ -84,6 +84,10 @@ pub enum CliCommand {
     /// x86_64-unknown-none` in the workspace root. Exit code 5 when the build
     /// fails.
     Build,
+    /// List the extensions compiled into the kernel, one line each: the
+    /// scheduling policies (`--append sched=NAME`) and the other extensions
+    /// (`--append extensions=NAME`).
+    List,
 }
 
 /// Options of `spindle run`.

@@ -60,6 +60,7 @@ pub mod document;
 pub mod error;
 pub mod hgrm;
 pub mod kernel_build;
+pub mod listing;
 pub mod outcome;
 pub mod output;
 pub mod qemu;

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
     let code = match cli.command {
         CliCommand::Run(arguments) => run_command(&arguments),
         CliCommand::Build => build_command(),
+        CliCommand::List => {
+            print!("{}", spindle_tools::listing::extension_listing());
+            exit_code::OK
+        }
     };
     ExitCode::from(code)
 }

@@ -35,6 +35,9 @@ use spindle_services::{Clock, Console, PrintEvent, CLOCK, CONSOLE, PRINT};
 
 /// The extension's name (its module's and its handlers').
 pub const NAME: &str = "timestamps";
+/// What the extension does, in one line (for `cargo spindle list`).
+pub const DESCRIPTION: &str =
+    "prefixes every console line with the time since boot (replaces print's default handler)";
 /// Nanoseconds in a second and in a microsecond.
 const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
 const NANOSECONDS_PER_MICROSECOND: u64 = 1_000;
