@@ -22,7 +22,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "selftest",
     "selftest_ms",
     "sched",
+    "swap",
+    "watchdog_ms",
     "strand_count",
+    "strand_ms",
 ];
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch"];
@@ -31,8 +34,21 @@ pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands"];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
 /// it at boot).
 pub const SCHED_NAMES: &[&str] = &[
-    "rr", "priority", "stride", "edf", "central", "steal", "weighted",
+    "rr",
+    "priority",
+    "stride",
+    "edf",
+    "central",
+    "steal",
+    "weighted",
+    // Deliberately broken policies, for the ejection tests.
+    "broken-drop",
+    "broken-foreign",
+    "broken-twice",
+    "broken-stall",
 ];
+/// Most entries `swap=` takes.
+pub const MAX_SWAPS: usize = 64;
 /// Fault names `fault=` accepts.
 pub const FAULT_NAMES: &[&str] = &[
     "page",
@@ -131,8 +147,16 @@ pub struct KernelArgs {
     pub selftest_ms: u64,
     /// The scheduling policy (a name from the sched-ext catalogue).
     pub sched: &'static str,
+    /// Live swaps: (offset from the first strand's creation in ns, policy).
+    pub swaps: [(u64, &'static str); MAX_SWAPS],
+    /// Entries of `swaps` in use.
+    pub swap_count: usize,
+    /// How long a runnable strand may wait before its policy is ejected.
+    pub watchdog_ms: u64,
     /// Strands the `strands` self-test creates.
     pub strand_count: u64,
+    /// How long each CPU-bound strand of the `strands` self-test computes.
+    pub strand_ms: u64,
 }
 
 impl Default for KernelArgs {
@@ -157,7 +181,11 @@ impl Default for KernelArgs {
             selftest: None,
             selftest_ms: 1000,
             sched: "rr",
+            swaps: [(0, "rr"); MAX_SWAPS],
+            swap_count: 0,
+            watchdog_ms: 2000,
             strand_count: 32,
+            strand_ms: 20,
         }
     }
 }
@@ -236,6 +264,10 @@ fn number(
         return Err(value_error(key, "out of range"));
     }
     Ok(number)
+}
+
+fn known_policy(name: &str) -> Option<&'static str> {
+    SCHED_NAMES.iter().copied().find(|known| *known == name)
 }
 
 fn known_key(key: &str) -> Option<&'static str> {
@@ -333,17 +365,34 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             }
             "selftest_ms" => args.selftest_ms = number(key, value, 1, 600_000)?,
             "sched" => {
-                let name = value.unwrap_or("");
-                args.sched = SCHED_NAMES
-                    .iter()
-                    .copied()
-                    .find(|known| *known == name)
-                    .ok_or(ArgsError::UnknownName {
+                args.sched = known_policy(value.unwrap_or("")).ok_or(ArgsError::UnknownName {
+                    key,
+                    known: SCHED_NAMES,
+                })?;
+            }
+            "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
+            "strand_ms" => args.strand_ms = number(key, value, 1, 600_000)?,
+            "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,
+            "swap" => {
+                let list = value.ok_or_else(|| value_error(key, "needs a value"))?;
+                args.swap_count = 0;
+                for entry in spindle_cmdline::split_list(list, ',') {
+                    let (name, at) = entry
+                        .split_once('@')
+                        .ok_or_else(|| value_error(key, "entries are NAME@TIME, e.g. edf@100ms"))?;
+                    let name = known_policy(name).ok_or(ArgsError::UnknownName {
                         key,
                         known: SCHED_NAMES,
                     })?;
+                    let at = spindle_cmdline::parse_duration_ns(at)
+                        .map_err(|_| value_error(key, "TIME must be a duration such as 100ms"))?;
+                    if args.swap_count == MAX_SWAPS {
+                        return Err(value_error(key, "at most 64 entries"));
+                    }
+                    args.swaps[args.swap_count] = (at, name);
+                    args.swap_count += 1;
+                }
             }
-            "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
             _ => unreachable!("every known key is handled"),
         }
     }

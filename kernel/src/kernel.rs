@@ -170,8 +170,17 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             ));
         }
     }
-    match spindle_sched_ext::find(args.sched) {
-        Some(policy) => strand::init((policy.create)(apic_ids.len() as u16)),
+    let policy = spindle_sched_ext::find(args.sched).or_else(|| {
+        spindle_sched_ext::broken_catalogue()
+            .iter()
+            .find(|info| info.name == args.sched)
+    });
+    match policy {
+        Some(policy) => strand::init(
+            (policy.create)(apic_ids.len() as u16),
+            args.swaps[..args.swap_count].to_vec(),
+            args.watchdog_ms * 1_000_000,
+        ),
         None => fail(format_args!(
             "sched={}: not in the sched-ext catalogue",
             args.sched
@@ -296,7 +305,7 @@ fn run_and_report(
         kprintln!("kernel: dispatch benchmark done at +{} ms", elapsed_ms());
     }
     if let Some(Selftest::Strands) = args.selftest {
-        let found = selftest::strands(args.strand_count, args.sched);
+        let found = selftest::strands(args.strand_count, args.strand_ms);
         for problem in &found {
             report_problem(format_args!("strands: {problem}"));
         }

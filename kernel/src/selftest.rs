@@ -123,8 +123,6 @@ fn report_scalars(report: &ChurnReport, raises_per_cpu: &[u64], duration_ms: u64
     });
 }
 
-/// How long a CPU-bound strand of the `strands` self-test computes.
-const CPU_BOUND_NS: u64 = 20_000_000;
 /// Rounds of a yielding strand, and its computing time per round.
 const YIELD_ROUNDS: u64 = 20;
 const ROUND_NS: u64 = 200_000;
@@ -144,7 +142,7 @@ fn compute_for(nanoseconds: u64) -> u64 {
 /// Creates `count` strands on every CPU (half CPU-bound, preempted by the
 /// timer; half yielding every round), waits for all to exit, checks that
 /// each ran its whole body exactly once, and reports the scheduler's counts.
-pub fn strands(count: u64, policy: &str) -> Vec<String> {
+pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
     use alloc::sync::Arc;
     use spindle_sched_ext::{CpuSet, SchedParams};
 
@@ -160,7 +158,7 @@ pub fn strands(count: u64, policy: &str) -> Vec<String> {
         let body = alloc::boxed::Box::new(move || {
             let slot = &rounds[index as usize];
             if cpu_bound {
-                compute_for(CPU_BOUND_NS);
+                compute_for(cpu_bound_ms * 1_000_000);
                 slot.fetch_add(YIELD_ROUNDS, Ordering::Relaxed);
             } else {
                 for _ in 0..YIELD_ROUNDS {
@@ -222,7 +220,44 @@ pub fn strands(count: u64, policy: &str) -> Vec<String> {
             });
         }
         console::write_record(console, "scalar", |record| {
-            record.str("name", "sched")?.str("value", policy)?;
+            record
+                .str("name", "sched")?
+                .str("value", crate::strand::current_policy())?;
+            Ok(())
+        });
+        console::write_record(console, "scalar", |record| {
+            record
+                .str("name", "swaps")?
+                .u64("value", counters.swaps.load(Ordering::Relaxed))?;
+            Ok(())
+        });
+        let log = crate::strand::swap_log();
+        console::write_record(console, "scalar", |record| {
+            record.str("name", "ejections")?;
+            record.object_list(
+                "value",
+                log.iter()
+                    .filter(|swap| swap.ejection.is_some() && swap.failed.is_none()),
+                |object, swap| {
+                    object.str("extension", swap.from)?;
+                    object.str("reason", swap.ejection.unwrap_or(""))?;
+                    Ok(())
+                },
+            )?;
+            Ok(())
+        });
+        console::write_record(console, "scalar", |record| {
+            record.str("name", "swap_log")?;
+            record.object_list("value", log.iter(), |object, swap| {
+                object.str("from", swap.from)?;
+                object.str("to", swap.to)?;
+                object.u64("at_ns", swap.at_ns)?;
+                object.u64("pause_ns", swap.pause_ns)?;
+                object.u64("strands", swap.strands as u64)?;
+                object.bool("kernel_view", swap.kernel_view)?;
+                object.str("failed", swap.failed.unwrap_or(""))?;
+                Ok(())
+            })?;
             Ok(())
         });
     });

@@ -128,6 +128,17 @@ pub struct RunArguments {
     #[arg(long, value_name = "NAMES", value_parser = parse_bench_list)]
     pub bench: Option<String>,
 
+    /// The scheduling policy to start with (`cargo spindle list` shows them);
+    /// passed to the kernel as `sched=NAME`.
+    #[arg(long, value_name = "NAME", value_parser = parse_policy_name)]
+    pub sched: Option<String>,
+
+    /// Live swaps: `NAME@TIME,...` (e.g. `edf@100ms,central@200ms`), each
+    /// TIME counted from the creation of the first strand; passed to the
+    /// kernel as `swap=LIST`.
+    #[arg(long, value_name = "LIST", value_parser = parse_swap_list)]
+    pub swap: Option<String>,
+
     /// Wall-clock limit in seconds; at the deadline QEMU is killed and the run
     /// fails with exit code 4.
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
@@ -178,7 +189,7 @@ impl RunArguments {
             topology: self.topology,
             accel: self.accel,
             memory_mib: self.memory,
-            append: self.append.clone(),
+            append: self.kernel_append(),
             bench: self.bench.clone(),
             timeout: Duration::from_secs(self.timeout),
             kernel: self.kernel.clone(),
@@ -190,6 +201,61 @@ impl RunArguments {
             serial_input,
         })
     }
+}
+
+impl RunArguments {
+    /// `--append`, followed by `sched=` and `swap=` for `--sched` and `--swap`.
+    fn kernel_append(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        if !self.append.trim().is_empty() {
+            words.push(self.append.trim().to_string());
+        }
+        if let Some(sched) = &self.sched {
+            words.push(format!("sched={sched}"));
+        }
+        if let Some(swap) = &self.swap {
+            words.push(format!("swap={swap}"));
+        }
+        words.join(" ")
+    }
+}
+
+/// Accepts the name of a policy in the sched-ext catalogue.
+fn parse_policy_name(text: &str) -> Result<String, String> {
+    if spindle_sched_ext::find(text).is_some() {
+        Ok(text.to_string())
+    } else {
+        let known: Vec<&str> = spindle_sched_ext::catalogue()
+            .iter()
+            .map(|policy| policy.name)
+            .collect();
+        Err(format!(
+            "unknown policy {text:?}; known: {}",
+            known.join(", ")
+        ))
+    }
+}
+
+/// Accepts `NAME@TIME[,NAME@TIME...]`: known policy names, and times of
+/// digits followed by a unit (`ns`, `us`, `ms`, `s`).
+fn parse_swap_list(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("the list is empty".into());
+    }
+    for entry in text.split(',') {
+        let (name, time) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("{entry:?} is not NAME@TIME (e.g. edf@100ms)"))?;
+        parse_policy_name(name)?;
+        let digits = time.chars().take_while(char::is_ascii_digit).count();
+        let unit = &time[digits..];
+        if digits == 0 || !["ns", "us", "ms", "s"].contains(&unit) {
+            return Err(format!(
+                "{time:?} in {entry:?} is not a time such as 100ms (units: ns, us, ms, s)"
+            ));
+        }
+    }
+    Ok(text.to_string())
 }
 
 /// The KVM probe for a value of `SPINDLE_FORCE_KVM_PROBE`: `1` and `0` force
@@ -225,6 +291,38 @@ fn parse_bench_list(text: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sched_and_swap_become_kernel_arguments() {
+        let options = run_arguments(&[
+            "run",
+            "--append",
+            "selftest=strands",
+            "--sched",
+            "stride",
+            "--swap",
+            "edf@100ms,central@200ms",
+        ])
+        .to_run_options()
+        .unwrap();
+        assert_eq!(
+            options.kernel_arguments(),
+            "selftest=strands sched=stride swap=edf@100ms,central@200ms"
+        );
+    }
+
+    #[test]
+    fn unknown_policies_and_malformed_swaps_are_usage_errors() {
+        for arguments in [
+            &["run", "--sched", "fifo"][..],
+            &["run", "--swap", "edf"],
+            &["run", "--swap", "edf@100"],
+            &["run", "--swap", "edf@100ms,nope@1s"],
+            &["run", "--swap", "edf@fast"],
+        ] {
+            assert!(parse(arguments).is_err(), "{arguments:?} was accepted");
+        }
+    }
+
     use super::*;
     use clap::error::ErrorKind;
 

@@ -34,7 +34,14 @@ mod tests {
     fn every_policy_and_extension_is_listed_with_a_description() {
         let listing = extension_listing();
         for name in [
-            "rr", "priority", "stride", "edf", "central", "steal", "weighted", "timestamps",
+            "rr",
+            "priority",
+            "stride",
+            "edf",
+            "central",
+            "steal",
+            "weighted",
+            "timestamps",
         ] {
             let line = listing
                 .lines()

@@ -38,6 +38,9 @@ use crate::arch::paging::{GuardedStack, PagingError};
 use crate::arch::{apic, context, cpu};
 use crate::sync::{irq_mutex, IrqMutex};
 
+mod swap;
+pub use swap::{current_policy, swap_log};
+
 /// Bytes of stack each strand gets (plus a guard page below).
 pub const STACK_SIZE: usize = 16 * 1024;
 /// `context::request_switch` requests (in `rax`).
@@ -66,6 +69,12 @@ struct Strand {
     /// Address of the saved frame while not running.
     frame: AtomicU64,
     affinity: CpuSet,
+    /// The parameters it was created with (for hand-overs).
+    params: SchedParams,
+    /// CPU time so far: the sum of the stints its checkpoints reported.
+    run_time: AtomicU64,
+    /// When it last became runnable (for the watchdog).
+    runnable_since: AtomicU64,
     /// The code to run, taken by the strand's first instruction.
     body: IrqMutex<Option<Box<dyn FnOnce() + Send>>>,
     _stack: GuardedStack,
@@ -113,6 +122,10 @@ pub struct Counters {
     /// Policy answers the scheduler refused (wrong CPU, unknown or
     /// unrunnable strand).
     pub rejected_decisions: AtomicU64,
+    /// Live swaps performed (scheduled ones).
+    pub swaps: AtomicU64,
+    /// Policies ejected.
+    pub ejections: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -122,6 +135,8 @@ pub static COUNTERS: Counters = Counters {
     context_switches: AtomicU64::new(0),
     migrations: AtomicU64::new(0),
     rejected_decisions: AtomicU64::new(0),
+    swaps: AtomicU64::new(0),
+    ejections: AtomicU64::new(0),
 };
 
 /// Why a strand could not be created.
@@ -150,8 +165,9 @@ impl fmt::Display for SpawnError {
 /// Starts the scheduler with `policy` (bootstrap processor, before the
 /// first strand is created; the other CPUs pick strands up from their next
 /// interrupt on).
-pub fn init(policy: Box<dyn Policy>) {
+pub fn init(policy: Box<dyn Policy>, schedule: Vec<(u64, &'static str)>, watchdog_ns: u64) {
     interrupts::register_handler(context::VECTOR_SWITCH, |_frame| {});
+    swap::init(policy.name(), schedule, watchdog_ns);
     *POLICY.lock() = Some(Arc::from(policy));
     STARTED.store(true, Ordering::Release);
 }
@@ -196,47 +212,58 @@ pub fn spawn(
     affinity: CpuSet,
     params: SchedParams,
 ) -> Result<StrandId, SpawnError> {
-    let policy = policy().ok_or(SpawnError::NotStarted)?;
+    if !STARTED.load(Ordering::Acquire) {
+        return Err(SpawnError::NotStarted);
+    }
     let stack = GuardedStack::new(STACK_SIZE).map_err(SpawnError::Stack)?;
     let top = stack.top();
-    let strand = {
-        let mut table = STRANDS.lock();
-        let index = table
-            .iter()
-            .position(|slot| slot.strand.is_none())
-            .unwrap_or_else(|| {
-                table.push(Slot {
-                    generation: 0,
-                    strand: None,
+    swap::note_first_strand();
+    // Interrupts stay off from the table insertion to the policy's Unblock:
+    // a live swap (which needs every other CPU to take an interrupt) can
+    // then never see the strand half made.
+    with_interrupts_off(|| {
+        let policy = policy().ok_or(SpawnError::NotStarted)?;
+        let strand = {
+            let mut table = STRANDS.lock();
+            let index = table
+                .iter()
+                .position(|slot| slot.strand.is_none())
+                .unwrap_or_else(|| {
+                    table.push(Slot {
+                        generation: 0,
+                        strand: None,
+                    });
+                    table.len() - 1
                 });
-                table.len() - 1
+            let slot = &mut table[index];
+            slot.generation = slot.generation.wrapping_add(1);
+            let id = StrandId::new(index as u32, slot.generation);
+            let frame = context::initial_frame(top, strand_entry, pack(id));
+            let strand = Arc::new(Strand {
+                id,
+                state: AtomicU8::new(BLOCKED),
+                running_on: AtomicU32::new(cpu::NO_CPU),
+                last_cpu: AtomicU32::new(cpu::NO_CPU),
+                frame: AtomicU64::new(frame),
+                affinity,
+                params,
+                run_time: AtomicU64::new(0),
+                runnable_since: AtomicU64::new(0),
+                body: irq_mutex(Some(body)),
+                _stack: stack,
             });
-        let slot = &mut table[index];
-        slot.generation = slot.generation.wrapping_add(1);
-        let id = StrandId::new(index as u32, slot.generation);
-        let frame = context::initial_frame(top, strand_entry, pack(id));
-        let strand = Arc::new(Strand {
-            id,
-            state: AtomicU8::new(BLOCKED),
-            running_on: AtomicU32::new(cpu::NO_CPU),
-            last_cpu: AtomicU32::new(cpu::NO_CPU),
-            frame: AtomicU64::new(frame),
-            affinity,
-            body: irq_mutex(Some(body)),
-            _stack: stack,
-        });
-        slot.strand = Some(Arc::clone(&strand));
-        strand
-    };
-    let spec = StrandSpec::new(strand.id, affinity, params);
-    let admitted = with_interrupts_off(|| policy.strand_created(&policy_context(), &spec));
-    if let Err(refusal) = admitted {
-        remove_from_table(strand.id);
-        return Err(SpawnError::Refused(refusal.0));
-    }
-    COUNTERS.created.fetch_add(1, Ordering::Relaxed);
-    wake(&policy, &strand);
-    Ok(strand.id)
+            slot.strand = Some(Arc::clone(&strand));
+            strand
+        };
+        let spec = StrandSpec::new(strand.id, affinity, params);
+        if let Err(refusal) = policy.strand_created(&policy_context(), &spec) {
+            remove_from_table(strand.id);
+            return Err(SpawnError::Refused(refusal.0));
+        }
+        COUNTERS.created.fetch_add(1, Ordering::Relaxed);
+        wake(&policy, &strand);
+        Ok(strand.id)
+    })
 }
 
 /// Runs `work` with interrupts disabled on this CPU.
@@ -259,6 +286,7 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand) {
             return;
         }
         let context = policy_context();
+        strand.runnable_since.store(context.now, Ordering::Relaxed);
         let last = strand.last_cpu.load(Ordering::Relaxed);
         let previous = (last != cpu::NO_CPU).then_some(CpuId(last as u16));
         let mut target = policy.select_cpu(&context, strand.id, previous, &strand.affinity);
@@ -321,6 +349,9 @@ pub fn on_tick() {
     }
     drop(scheduler);
     kick_wanted(&*policy, &context);
+    if context.cpu.0 == 0 {
+        swap::on_bootstrap_tick(context.now);
+    }
 }
 
 /// Interrupts the CPUs the policy asked to have woken (its answer clears as
@@ -355,6 +386,8 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     if !STARTED.load(Ordering::Acquire) {
         return frame;
     }
+    // A live swap or an ejection waits here for every CPU (see swap.rs).
+    swap::rendezvous();
     let Some(policy) = policy() else {
         return frame;
     };
@@ -380,6 +413,8 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 REQUEST_YIELD => (RUNNABLE, CheckpointReason::Yielded),
                 _ => (RUNNABLE, CheckpointReason::Preempted),
             };
+            current.run_time.fetch_add(ran, Ordering::Relaxed);
+            current.runnable_since.store(context.now, Ordering::Relaxed);
             current.state.store(state, Ordering::Release);
             // This CPU runs on its interrupt stack now: the strand's stack
             // is free, and another CPU may resume it as soon as the policy
@@ -421,15 +456,18 @@ fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Ar
     for _ in 0..PICK_ATTEMPTS {
         let id = policy.pick_next(context)?;
         let Some(strand) = lookup(id) else {
-            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            reject(policy, "returned a strand it does not hold");
             continue;
         };
-        if strand.state.load(Ordering::Acquire) != RUNNABLE
-            || !strand.affinity.contains(context.cpu)
-        {
-            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
-            if strand.state.load(Ordering::Acquire) == RUNNABLE {
+        let state = strand.state.load(Ordering::Acquire);
+        if state != RUNNABLE || !strand.affinity.contains(context.cpu) {
+            if state == RUNNABLE {
+                reject(policy, "returned a strand for a CPU outside its affinity");
                 requeue(policy, context, &strand);
+            } else if state == RUNNING {
+                reject(policy, "returned a strand that is already running");
+            } else {
+                reject(policy, "returned a strand that is not runnable");
             }
             continue;
         }
@@ -438,8 +476,7 @@ fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Ar
             .compare_exchange(cpu::NO_CPU, me as u32, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            // Running on another CPU: the policy handed out a strand twice.
-            COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+            reject(policy, "returned a strand that is already running");
             continue;
         }
         strand.state.store(RUNNING, Ordering::Release);
@@ -452,6 +489,12 @@ fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Ar
         return Some(strand);
     }
     None
+}
+
+/// Counts a refused answer and has the policy ejected for it.
+fn reject(policy: &dyn Policy, reason: &'static str) {
+    COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
+    swap::request_ejection(policy.name(), reason);
 }
 
 /// Queues a runnable strand again after a refused answer.

@@ -1,0 +1,364 @@
+//! Live swaps and ejection: the running policy is replaced in one step while strands run, with every other CPU held at a rendezvous.
+//!
+//! A swap is *requested* (by the `swap=` schedule on CPU 0's tick, or by
+//! the scheduler when it refuses a policy's answer or the watchdog finds a
+//! runnable strand left waiting too long) and *performed* by the first CPU
+//! that enters the scheduler afterwards:
+//!
+//! 1. It stops every other CPU: each gets a stop request and an IPI, and
+//!    acknowledges at the top of its scheduler (`rendezvous`), where it
+//!    holds no lock and is inside no policy call (policy calls run with
+//!    interrupts off, so a CPU that takes the IPI has finished its call).
+//! 2. It builds the hand-over: for a scheduled swap, the old policy's
+//!    `export`, checked against the kernel's own strand table (every live
+//!    strand exactly once, in the state the kernel knows); for an ejection,
+//!    or when the export does not match, the kernel's view (state, affinity,
+//!    parameters, CPU time) — a broken policy is never trusted with it.
+//! 3. The new policy imports it (all or nothing). On success it becomes the
+//!    running policy; on refusal the old one stays (a scheduled swap) and the
+//!    refusal is logged.
+//! 4. It releases the other CPUs, which continue with the new policy, and
+//!    records the pause (`sched.swap_pause`).
+//!
+//! Running strands stay where they are; their next Checkpoint goes to the
+//! new policy. Nothing is lost: the hand-over holds every strand the kernel
+//! holds.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use spin::Once;
+use spindle_sched_ext::{CpuId, ExportedStrand, PolicyInfo, StrandSpec, StrandState};
+
+use super::{kick, policy_context, Strand, BLOCKED, COUNTERS, POLICY, RUNNABLE, RUNNING, STRANDS};
+use crate::arch::{cpu, tsc};
+use crate::metrics::{self, PerCpuHistogram};
+use crate::sync::{irq_mutex, IrqMutex};
+
+/// The policy an ejected one is replaced by.
+pub const FALLBACK_POLICY: &str = "rr";
+/// How often CPU 0's tick runs the watchdog.
+const WATCHDOG_SCAN_NS: u64 = 10_000_000;
+/// How long the performing CPU waits for the others to stop.
+const STOP_TIMEOUT_NS: u64 = 2_000_000_000;
+
+/// One performed (or refused) swap.
+#[derive(Clone, Copy, Debug)]
+pub struct SwapRecord {
+    /// The policy replaced.
+    pub from: &'static str,
+    /// The policy asked for.
+    pub to: &'static str,
+    /// When, in nanoseconds since the first strand was created.
+    pub at_ns: u64,
+    /// How long every CPU was held.
+    pub pause_ns: u64,
+    /// Strands handed over.
+    pub strands: usize,
+    /// Why the old policy was ejected (`None` for a scheduled swap).
+    pub ejection: Option<&'static str>,
+    /// Whether the hand-over came from the kernel's view rather than the
+    /// old policy's export.
+    pub kernel_view: bool,
+    /// Why the swap did not happen, if it did not.
+    pub failed: Option<&'static str>,
+}
+
+/// A requested swap.
+#[derive(Clone, Copy)]
+struct Request {
+    to: &'static str,
+    /// Only act if this policy is still the running one (ejections).
+    from: Option<&'static str>,
+    ejection: Option<&'static str>,
+}
+
+static PENDING: AtomicBool = AtomicBool::new(false);
+static STOPPING: AtomicBool = AtomicBool::new(false);
+static OWNER: AtomicBool = AtomicBool::new(false);
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+static STOP_REQUESTED: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+static STOP_ACKNOWLEDGED: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+static REQUEST: IrqMutex<Option<Request>> = irq_mutex(None);
+static LOG: IrqMutex<Vec<SwapRecord>> = irq_mutex(Vec::new());
+static CURRENT: IrqMutex<&'static str> = irq_mutex(FALLBACK_POLICY);
+static SCHEDULE: IrqMutex<Vec<(u64, &'static str)>> = irq_mutex(Vec::new());
+static WATCHDOG_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+static LAST_SCAN: AtomicU64 = AtomicU64::new(0);
+/// When the first strand was created (0: not yet); swap times count from it.
+static START: AtomicU64 = AtomicU64::new(0);
+static PAUSE: Once<&'static PerCpuHistogram> = Once::new();
+
+/// Records the starting policy, the `swap=` schedule (offsets from the
+/// first strand's creation) and the watchdog bound.
+pub fn init(policy: &'static str, mut schedule: Vec<(u64, &'static str)>, watchdog_ns: u64) {
+    *CURRENT.lock() = policy;
+    schedule.sort_by_key(|&(at, _)| at);
+    *SCHEDULE.lock() = schedule;
+    WATCHDOG_NS.store(watchdog_ns, Ordering::Relaxed);
+    PAUSE.call_once(|| metrics::register("sched.swap_pause", "ns"));
+}
+
+/// The name of the running policy.
+pub fn current_policy() -> &'static str {
+    *CURRENT.lock()
+}
+
+/// The swaps so far.
+pub fn swap_log() -> Vec<SwapRecord> {
+    LOG.lock().clone()
+}
+
+/// Notes the creation of the first strand: the clock of `swap=` starts.
+pub fn note_first_strand() {
+    let now = crate::kernel::nanoseconds_since_boot().max(1);
+    let _ = START.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
+}
+
+/// The policy `name` from the catalogue or the broken catalogue.
+fn find(name: &str) -> Option<&'static PolicyInfo> {
+    spindle_sched_ext::find(name).or_else(|| {
+        spindle_sched_ext::broken::broken_catalogue()
+            .iter()
+            .find(|info| info.name == name)
+    })
+}
+
+/// Asks for the running policy to be replaced by the fallback, because it
+/// `reason`. Ignored if `policy` is no longer the running one.
+pub fn request_ejection(policy: &'static str, reason: &'static str) {
+    request(Request {
+        to: FALLBACK_POLICY,
+        from: Some(policy),
+        ejection: Some(reason),
+    });
+}
+
+fn request(new: Request) {
+    {
+        let mut pending = REQUEST.lock();
+        if pending.is_some_and(|existing| existing.ejection.is_some()) {
+            return;
+        }
+        *pending = Some(new);
+    }
+    PENDING.store(true, Ordering::Release);
+    let me = cpu::current_index();
+    for index in (0..cpu::cpus_found()).filter(|&index| index != me) {
+        kick(CpuId(index as u16));
+    }
+}
+
+/// CPU 0's tick: starts scheduled swaps when due and runs the watchdog.
+pub fn on_bootstrap_tick(now: u64) {
+    let start = START.load(Ordering::Acquire);
+    if start == 0 {
+        return;
+    }
+    let due = {
+        let mut schedule = SCHEDULE.lock();
+        match schedule.first() {
+            Some(&(at, name)) if now >= start.saturating_add(at) => {
+                schedule.remove(0);
+                Some(name)
+            }
+            _ => None,
+        }
+    };
+    if let Some(name) = due {
+        request(Request {
+            to: name,
+            from: None,
+            ejection: None,
+        });
+    }
+    if now.saturating_sub(LAST_SCAN.load(Ordering::Relaxed)) >= WATCHDOG_SCAN_NS {
+        LAST_SCAN.store(now, Ordering::Relaxed);
+        let bound = WATCHDOG_NS.load(Ordering::Relaxed);
+        let stalled = STRANDS
+            .lock()
+            .iter()
+            .filter_map(|slot| slot.strand.as_ref())
+            .any(|strand| {
+                strand.state.load(Ordering::Acquire) == RUNNABLE
+                    && strand.running_on.load(Ordering::Acquire) == cpu::NO_CPU
+                    && now.saturating_sub(strand.runnable_since.load(Ordering::Relaxed)) > bound
+            });
+        if stalled {
+            request_ejection(
+                current_policy(),
+                "left a runnable strand waiting past the watchdog bound",
+            );
+        }
+    }
+}
+
+/// The top of every CPU's scheduler: acknowledges a stop, or performs a
+/// requested swap. Interrupts are off.
+pub fn rendezvous() {
+    if !PENDING.load(Ordering::Acquire) && !STOPPING.load(Ordering::Acquire) {
+        return;
+    }
+    let me = cpu::current_index();
+    let requested = STOP_REQUESTED[me].load(Ordering::Acquire);
+    if requested > STOP_ACKNOWLEDGED[me].load(Ordering::Relaxed) {
+        STOP_ACKNOWLEDGED[me].store(requested, Ordering::Release);
+        while RELEASED.load(Ordering::Acquire) < requested {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    if !PENDING.load(Ordering::Acquire)
+        || OWNER
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
+        return;
+    }
+    PENDING.store(false, Ordering::Release);
+    let Some(request) = REQUEST.lock().take() else {
+        OWNER.store(false, Ordering::Release);
+        return;
+    };
+    let epoch = EPOCH.fetch_add(1, Ordering::AcqRel) + 1;
+    let started = tsc::now();
+    STOPPING.store(true, Ordering::Release);
+    let others: Vec<usize> = (0..cpu::cpus_found())
+        .filter(|&index| index != me)
+        .collect();
+    for &index in &others {
+        STOP_REQUESTED[index].store(epoch, Ordering::Release);
+        kick(CpuId(index as u16));
+    }
+    let deadline = started + tsc::ns_to_cycles(STOP_TIMEOUT_NS);
+    let all_stopped = loop {
+        if others
+            .iter()
+            .all(|&index| STOP_ACKNOWLEDGED[index].load(Ordering::Acquire) == epoch)
+        {
+            break true;
+        }
+        if tsc::now() > deadline {
+            break false;
+        }
+        core::hint::spin_loop();
+    };
+    let mut record = SwapRecord {
+        from: current_policy(),
+        to: request.to,
+        at_ns: crate::kernel::nanoseconds_since_boot()
+            .saturating_sub(START.load(Ordering::Relaxed)),
+        pause_ns: 0,
+        strands: 0,
+        ejection: request.ejection,
+        kernel_view: false,
+        failed: None,
+    };
+    let stale = request.from.is_some_and(|from| from != record.from);
+    if !all_stopped {
+        record.failed = Some("not every CPU stopped in time");
+    } else if !stale {
+        perform(request, &mut record);
+    }
+    let pause = tsc::cycles_to_ns(tsc::now() - started);
+    record.pause_ns = pause;
+    if let Some(histogram) = PAUSE.get() {
+        histogram.record(pause);
+    }
+    RELEASED.store(epoch, Ordering::Release);
+    STOPPING.store(false, Ordering::Release);
+    OWNER.store(false, Ordering::Release);
+    if !stale {
+        LOG.lock().push(record);
+    }
+    // Idle CPUs look at the new policy's queues.
+    for &index in &others {
+        kick(CpuId(index as u16));
+    }
+}
+
+/// Replaces the policy (every other CPU is stopped).
+fn perform(request: Request, record: &mut SwapRecord) {
+    let Some(info) = find(request.to) else {
+        record.failed = Some("no such policy");
+        return;
+    };
+    let context = policy_context();
+    let kernel = kernel_view();
+    let old = POLICY.lock().clone();
+    let handover = match (request.ejection, old) {
+        (None, Some(old)) => {
+            let exported = old.export(&context);
+            if matches_kernel_view(&exported, &kernel) {
+                exported
+            } else {
+                record.kernel_view = true;
+                kernel
+            }
+        }
+        _ => {
+            record.kernel_view = true;
+            kernel
+        }
+    };
+    record.strands = handover.len();
+    let new = (info.create)(context.cpu_count);
+    match new.import(&context, handover) {
+        Ok(()) => {
+            *POLICY.lock() = Some(alloc::sync::Arc::from(new));
+            *CURRENT.lock() = info.name;
+            if record.ejection.is_some() {
+                COUNTERS.ejections.fetch_add(1, Ordering::Relaxed);
+            } else {
+                COUNTERS.swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(refusal) => record.failed = Some(refusal.0),
+    }
+}
+
+/// Every live strand as the kernel knows it, in table order.
+fn kernel_view() -> Vec<ExportedStrand> {
+    STRANDS
+        .lock()
+        .iter()
+        .filter_map(|slot| slot.strand.as_ref())
+        .filter_map(|strand| exported(strand))
+        .collect()
+}
+
+fn exported(strand: &Strand) -> Option<ExportedStrand> {
+    let state = match strand.state.load(Ordering::Acquire) {
+        RUNNABLE => StrandState::Runnable,
+        BLOCKED => StrandState::Blocked,
+        RUNNING => StrandState::Running(CpuId(strand.running_on.load(Ordering::Acquire) as u16)),
+        _ => return None,
+    };
+    Some(ExportedStrand {
+        spec: StrandSpec::new(strand.id, strand.affinity, strand.params),
+        state,
+        virtual_time: 0,
+        absolute_deadline: None,
+        run_time: strand.run_time.load(Ordering::Relaxed),
+    })
+}
+
+/// Whether a policy's export names every strand of the kernel's view
+/// exactly once, in the same state.
+fn matches_kernel_view(exported: &[ExportedStrand], kernel: &[ExportedStrand]) -> bool {
+    if exported.len() != kernel.len() {
+        return false;
+    }
+    let mut theirs: Vec<_> = exported
+        .iter()
+        .map(|strand| (strand.spec.id, strand.state))
+        .collect();
+    let mut ours: Vec<_> = kernel
+        .iter()
+        .map(|strand| (strand.spec.id, strand.state))
+        .collect();
+    theirs.sort_by_key(|&(id, _)| id);
+    ours.sort_by_key(|&(id, _)| id);
+    theirs == ours
+}
