@@ -26,9 +26,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "watchdog_ms",
     "strand_count",
     "strand_ms",
+    "mixed_ms",
 ];
 /// Benchmark names `bench=` accepts.
-pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch"];
+pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch", "mixed"];
 /// Self-test names `selftest=` accepts.
 pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands"];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
@@ -97,6 +98,8 @@ pub struct Benches {
     pub tsc: bool,
     /// Event dispatch: raises against direct and indirect calls.
     pub dispatch: bool,
+    /// Strands of every kind at once under the running policy.
+    pub mixed: bool,
 }
 
 /// A self-test that runs after the benchmarks.
@@ -157,6 +160,8 @@ pub struct KernelArgs {
     pub strand_count: u64,
     /// How long each CPU-bound strand of the `strands` self-test computes.
     pub strand_ms: u64,
+    /// How long the `mixed` benchmark runs.
+    pub mixed_ms: u64,
 }
 
 impl Default for KernelArgs {
@@ -167,6 +172,7 @@ impl Default for KernelArgs {
                 ipi: true,
                 tsc: true,
                 dispatch: false,
+                mixed: false,
             },
             fault: None,
             fault_cpu: 0,
@@ -186,6 +192,7 @@ impl Default for KernelArgs {
             watchdog_ms: 2000,
             strand_count: 32,
             strand_ms: 20,
+            mixed_ms: 500,
         }
     }
 }
@@ -291,6 +298,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     ipi: false,
                     tsc: false,
                     dispatch: false,
+                    mixed: false,
                 };
                 for name in spindle_cmdline::split_list(list, ',') {
                     match name {
@@ -298,6 +306,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                         "ipi" => args.benches.ipi = true,
                         "tsc" => args.benches.tsc = true,
                         "dispatch" => args.benches.dispatch = true,
+                        "mixed" => args.benches.mixed = true,
                         _ => {
                             return Err(ArgsError::UnknownName {
                                 key,
@@ -372,6 +381,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             }
             "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
             "strand_ms" => args.strand_ms = number(key, value, 1, 600_000)?,
+            "mixed_ms" => args.mixed_ms = number(key, value, 1, 600_000)?,
             "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,
             "swap" => {
                 let list = value.ok_or_else(|| value_error(key, "needs a value"))?;

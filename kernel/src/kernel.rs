@@ -304,6 +304,14 @@ fn run_and_report(
         }
         kprintln!("kernel: dispatch benchmark done at +{} ms", elapsed_ms());
     }
+    if args.benches.mixed {
+        let found = crate::mixed::run(args.mixed_ms);
+        for problem in &found {
+            report_problem(format_args!("{problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: mixed benchmark done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::Strands) = args.selftest {
         let found = selftest::strands(args.strand_count, args.strand_ms);
         for problem in &found {

@@ -40,6 +40,8 @@ mod kernel;
 #[cfg(target_os = "none")]
 mod metrics;
 #[cfg(target_os = "none")]
+mod mixed;
+#[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
 mod strand;

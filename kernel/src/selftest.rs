@@ -151,6 +151,9 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
     let rounds: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
     let finished = Arc::new(AtomicU64::new(0));
     let mut spawned = 0u64;
+    // This context is the CPU's idle context: any strand preempts it. Keep
+    // interrupts off until every strand exists.
+    let interrupts_were_enabled = cpu::disable_interrupts();
     for index in 0..count {
         let rounds = Arc::clone(&rounds);
         let finished = Arc::clone(&finished);
@@ -174,6 +177,7 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
             Err(error) => problems.push(format!("strand {index}: {error}")),
         }
     }
+    cpu::restore_interrupts(interrupts_were_enabled);
     let counters = &crate::strand::COUNTERS;
     let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
     while (finished.load(Ordering::Relaxed) < spawned
@@ -198,6 +202,14 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
             created - exited
         ));
     }
+    report_scheduler_scalars(created, exited);
+    problems
+}
+
+/// Writes the scheduler's scalars: strand counts, switches, migrations,
+/// refused picks, the running policy, swaps and ejections.
+pub fn report_scheduler_scalars(created: u64, exited: u64) {
+    let counters = &crate::strand::COUNTERS;
     console::with_console(|console| {
         let values = [
             ("strands_created", created),
@@ -261,5 +273,4 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
             Ok(())
         });
     });
-    problems
 }

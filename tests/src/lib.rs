@@ -91,8 +91,14 @@ pub fn boot_with_options(options: RunOptions) -> RunReport {
     let _turn = ONE_QEMU_AT_A_TIME
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // A test that names an accelerator keeps it; the others follow
+    // SPINDLE_ACCEL.
+    let accel = match options.accel {
+        AccelChoice::Auto => accel_choice(),
+        chosen => chosen,
+    };
     let options = RunOptions {
-        accel: accel_choice(),
+        accel,
         kernel: Some(image),
         echo: false,
         ..options

@@ -36,6 +36,7 @@ use spindle_sched_ext::{
 use crate::arch::interrupts::{self, InterruptFrame};
 use crate::arch::paging::{GuardedStack, PagingError};
 use crate::arch::{apic, context, cpu};
+use crate::metrics::{self, PerCpuHistogram};
 use crate::sync::{irq_mutex, IrqMutex};
 
 mod swap;
@@ -49,6 +50,8 @@ const REQUEST_YIELD: u64 = 1;
 const REQUEST_EXIT: u64 = 2;
 /// A timer tick's policy answer asked for preemption.
 const REQUEST_PREEMPT: u64 = 3;
+/// The strand blocks (`rdi`: a wake-up deadline in ns since boot, or 0).
+const REQUEST_BLOCK: u64 = 4;
 /// How many wrong answers of `pick_next` one scheduling pass tolerates.
 const PICK_ATTEMPTS: usize = 4;
 
@@ -75,6 +78,16 @@ struct Strand {
     run_time: AtomicU64,
     /// When it last became runnable (for the watchdog).
     runnable_since: AtomicU64,
+    /// A wake-up that arrived while it was not blocked (one is kept).
+    wake_token: AtomicBool,
+    /// Numbers its sleeps, so a stale timer entry does not wake it.
+    sleep_sequence: AtomicU64,
+    /// The deadline of the sleep it is in (0: none), for timer lateness.
+    sleep_deadline: AtomicU64,
+    /// When it was last made runnable by a wake-up (0: not measured).
+    woken_at: AtomicU64,
+    /// Whether that wake-up came from another CPU than the one chosen.
+    woken_remotely: AtomicBool,
     /// The code to run, taken by the strand's first instruction.
     body: IrqMutex<Option<Box<dyn FnOnce() + Send>>>,
     _stack: GuardedStack,
@@ -168,6 +181,9 @@ impl fmt::Display for SpawnError {
 pub fn init(policy: Box<dyn Policy>, schedule: Vec<(u64, &'static str)>, watchdog_ns: u64) {
     interrupts::register_handler(context::VECTOR_SWITCH, |_frame| {});
     swap::init(policy.name(), schedule, watchdog_ns);
+    WAKE_LOCAL.call_once(|| metrics::register("sched.wake.local", "ns"));
+    WAKE_REMOTE.call_once(|| metrics::register("sched.wake.remote", "ns"));
+    TIMER_LATENESS.call_once(|| metrics::register("sched.timer_lateness", "ns"));
     *POLICY.lock() = Some(Arc::from(policy));
     STARTED.store(true, Ordering::Release);
 }
@@ -249,6 +265,11 @@ pub fn spawn(
                 params,
                 run_time: AtomicU64::new(0),
                 runnable_since: AtomicU64::new(0),
+                wake_token: AtomicBool::new(false),
+                sleep_sequence: AtomicU64::new(0),
+                sleep_deadline: AtomicU64::new(0),
+                woken_at: AtomicU64::new(0),
+                woken_remotely: AtomicBool::new(false),
                 body: irq_mutex(Some(body)),
                 _stack: stack,
             });
@@ -261,7 +282,7 @@ pub fn spawn(
             return Err(SpawnError::Refused(refusal.0));
         }
         COUNTERS.created.fetch_add(1, Ordering::Relaxed);
-        wake(&policy, &strand);
+        wake(&policy, &strand, false);
         Ok(strand.id)
     })
 }
@@ -276,7 +297,7 @@ fn with_interrupts_off<R>(work: impl FnOnce() -> R) -> R {
 
 /// Makes a blocked strand runnable: SPIN's Unblock, on the CPU the policy
 /// chooses (re-checked against the strand's affinity).
-fn wake(policy: &Arc<dyn Policy>, strand: &Strand) {
+fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
     with_interrupts_off(|| {
         if strand
             .state
@@ -286,6 +307,7 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand) {
             return;
         }
         let context = policy_context();
+        strand.wake_token.store(false, Ordering::SeqCst);
         strand.runnable_since.store(context.now, Ordering::Relaxed);
         let last = strand.last_cpu.load(Ordering::Relaxed);
         let previous = (last != cpu::NO_CPU).then_some(CpuId(last as u16));
@@ -293,6 +315,12 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand) {
         if !strand.affinity.contains(target) || usize::from(target.0) >= cpu::cpus_found() {
             COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
             target = strand.affinity.first().unwrap_or(context.cpu);
+        }
+        if measured {
+            strand
+                .woken_remotely
+                .store(target != context.cpu, Ordering::Relaxed);
+            strand.woken_at.store(context.now.max(1), Ordering::Relaxed);
         }
         policy.unblock(&context, strand.id, target);
         let mut wanted = policy.wants_wakeup(&context);
@@ -332,6 +360,126 @@ pub fn yield_now() {
     context::request_switch(REQUEST_YIELD, 0);
 }
 
+/// The strand running on this CPU, if any.
+pub fn current_id() -> Option<StrandId> {
+    with_interrupts_off(|| {
+        CPU_SCHEDULERS[cpu::current_index()]
+            .lock()
+            .current
+            .as_ref()
+            .map(|strand| strand.id)
+    })
+}
+
+/// SPIN's Block, by the running strand on itself: waits until
+/// [`unblock`] (a wake-up that came first is kept and returns at once).
+pub fn block() {
+    let Some(id) = current_id() else { return };
+    if lookup(id).is_some_and(|strand| strand.wake_token.swap(false, Ordering::SeqCst)) {
+        return;
+    }
+    context::request_switch(REQUEST_BLOCK, 0);
+}
+
+/// Blocks the running strand for `nanoseconds` (a pending or later
+/// [`unblock`] ends it early).
+pub fn sleep(nanoseconds: u64) {
+    let deadline = crate::kernel::nanoseconds_since_boot() + nanoseconds.max(1);
+    context::request_switch(REQUEST_BLOCK, deadline);
+}
+
+/// SPIN's Unblock: makes strand `id` runnable if it is blocked, or keeps
+/// the wake-up for its next [`block`]. Returns whether the strand exists.
+pub fn unblock(id: StrandId) -> bool {
+    let Some(strand) = lookup(id) else {
+        return false;
+    };
+    with_interrupts_off(|| {
+        if let Some(policy) = policy() {
+            unblock_strand(&policy, &strand);
+        }
+    });
+    true
+}
+
+/// The wake-up protocol: the token first, then the state. The blocking
+/// side stores the state first, then reads the token; with sequentially
+/// consistent ordering one of the two sees the other, and the compare-and-
+/// swap in `wake` lets exactly one of them make the strand runnable.
+fn unblock_strand(policy: &Arc<dyn Policy>, strand: &Strand) {
+    strand.wake_token.store(true, Ordering::SeqCst);
+    wake(policy, strand, true);
+}
+
+/// CPU time strand `id` has used so far (stints ended by a checkpoint).
+pub fn run_time(id: StrandId) -> Option<u64> {
+    lookup(id).map(|strand| strand.run_time.load(Ordering::Relaxed))
+}
+
+/// Busy time of CPU `index`: the sum of the stints of strands on it.
+pub fn busy_nanoseconds(index: usize) -> u64 {
+    BUSY[index].load(Ordering::Relaxed)
+}
+
+/// Prints every live strand's state (for diagnosing a run that timed out).
+pub fn dump_live_strands() {
+    let live: Vec<(u32, u8, u32, bool, u64, u64)> = STRANDS
+        .lock()
+        .iter()
+        .filter_map(|slot| slot.strand.as_ref())
+        .map(|strand| {
+            (
+                strand.id.index(),
+                strand.state.load(Ordering::Relaxed),
+                strand.running_on.load(Ordering::Relaxed),
+                strand.wake_token.load(Ordering::Relaxed),
+                strand.sleep_deadline.load(Ordering::Relaxed),
+                strand.runnable_since.load(Ordering::Relaxed),
+            )
+        })
+        .collect();
+    for (index, state, running_on, token, deadline, since) in live {
+        crate::kprintln!(
+            "kernel: live strand {index}: state {state} running_on {running_on} token {token} sleep_deadline {deadline} runnable_since {since}"
+        );
+    }
+}
+
+/// Strands waiting on a deadline: (deadline, sleep number, strand).
+static SLEEPERS: IrqMutex<Vec<(u64, u64, Arc<Strand>)>> = irq_mutex(Vec::new());
+/// Per-CPU busy time.
+static BUSY: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
+/// `sched.wake.local`, `sched.wake.remote`, `sched.timer_lateness`.
+static WAKE_LOCAL: spin::Once<&'static PerCpuHistogram> = spin::Once::new();
+static WAKE_REMOTE: spin::Once<&'static PerCpuHistogram> = spin::Once::new();
+static TIMER_LATENESS: spin::Once<&'static PerCpuHistogram> = spin::Once::new();
+
+/// Wakes the sleepers whose deadline has passed (every CPU's tick).
+fn wake_due_sleepers(now: u64) {
+    let due: Vec<(u64, Arc<Strand>)> = {
+        let mut sleepers = SLEEPERS.lock();
+        if sleepers.iter().all(|&(deadline, _, _)| deadline > now) {
+            return;
+        }
+        let mut due = Vec::new();
+        sleepers.retain(|(deadline, sequence, strand)| {
+            if *deadline <= now {
+                due.push((*sequence, Arc::clone(strand)));
+                false
+            } else {
+                true
+            }
+        });
+        due
+    };
+    let Some(policy) = policy() else { return };
+    for (sequence, strand) in due {
+        if strand.sleep_sequence.load(Ordering::Acquire) == sequence {
+            wake(&policy, &strand, false);
+        }
+    }
+}
+
 /// The timer tick's part: asks the policy whether the current strand should
 /// give up the CPU. Interrupt context.
 pub fn on_tick() {
@@ -344,11 +492,13 @@ pub fn on_tick() {
     let current = scheduler.current.as_ref().map(|strand| strand.id);
     let ran = context.now.saturating_sub(scheduler.stint_start);
     // Idle CPUs tick too (with no current strand): balancing policies use it.
-    if policy.tick(&context, current, ran) == TickAction::Preempt && current.is_some() {
+    let answer = policy.tick(&context, current, ran);
+    if answer == TickAction::Preempt && current.is_some() {
         scheduler.request = REQUEST_PREEMPT;
     }
     drop(scheduler);
     kick_wanted(&*policy, &context);
+    wake_due_sleepers(context.now);
     if context.cpu.0 == 0 {
         swap::on_bootstrap_tick(context.now);
     }
@@ -407,6 +557,11 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             }
             current.frame.store(frame_address, Ordering::Relaxed);
             let ran = context.now.saturating_sub(scheduler.stint_start);
+            BUSY[me].fetch_add(ran, Ordering::Relaxed);
+            if request == REQUEST_BLOCK {
+                block_current(&policy, &context, current, ran, frame.rdi);
+                return resume_next(&policy, &context, &mut scheduler, me);
+            }
             let exited = request == REQUEST_EXIT;
             let (state, reason) = match request {
                 REQUEST_EXIT => (EXITED, CheckpointReason::Exited),
@@ -431,7 +586,47 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
         }
         None => scheduler.idle_frame = frame_address,
     }
-    let resumed = match pick_verified(&*policy, &context, me) {
+    resume_next(&policy, &context, &mut scheduler, me)
+}
+
+/// Takes the running strand off this CPU as blocked: SPIN's Block, then
+/// Checkpoint; queues its wake-up deadline; and wakes it again at once if a
+/// wake-up arrived meanwhile.
+fn block_current(
+    policy: &Arc<dyn Policy>,
+    context: &Context,
+    current: Arc<Strand>,
+    ran: u64,
+    deadline: u64,
+) {
+    current.run_time.fetch_add(ran, Ordering::Relaxed);
+    policy.block(context, current.id);
+    policy.checkpoint(context, current.id, CheckpointReason::Blocked, ran);
+    let sequence = current.sleep_sequence.fetch_add(1, Ordering::AcqRel) + 1;
+    current.sleep_deadline.store(deadline, Ordering::Relaxed);
+    current.state.store(BLOCKED, Ordering::SeqCst);
+    current.running_on.store(cpu::NO_CPU, Ordering::Release);
+    // Queued only once blocked: a tick that finds the deadline passed must
+    // find the strand blocked, or its wake-up would be lost.
+    if deadline != 0 {
+        SLEEPERS
+            .lock()
+            .push((deadline, sequence, Arc::clone(&current)));
+    }
+    if current.wake_token.load(Ordering::SeqCst) {
+        wake(policy, &current, true);
+    }
+}
+
+/// Picks and returns the frame to resume on this CPU.
+fn resume_next(
+    policy: &Arc<dyn Policy>,
+    context: &Context,
+    scheduler: &mut CpuScheduler,
+    me: usize,
+) -> *mut InterruptFrame {
+    let context = *context;
+    let resumed = match pick_verified(&**policy, &context, me) {
         Some(next) => {
             let next_frame = next.frame.load(Ordering::Relaxed);
             scheduler.stint_start = context.now;
@@ -443,8 +638,7 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             scheduler.idle_frame as *mut InterruptFrame
         }
     };
-    drop(scheduler);
-    kick_wanted(&*policy, &context);
+    kick_wanted(&**policy, &context);
     resumed
 }
 
@@ -480,6 +674,23 @@ fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Ar
             continue;
         }
         strand.state.store(RUNNING, Ordering::Release);
+        let woken_at = strand.woken_at.swap(0, Ordering::Relaxed);
+        if woken_at != 0 {
+            let histogram = if strand.woken_remotely.load(Ordering::Relaxed) {
+                WAKE_REMOTE.get()
+            } else {
+                WAKE_LOCAL.get()
+            };
+            if let Some(histogram) = histogram {
+                histogram.record(context.now.saturating_sub(woken_at));
+            }
+        }
+        let deadline = strand.sleep_deadline.swap(0, Ordering::Relaxed);
+        if deadline != 0 {
+            if let Some(histogram) = TIMER_LATENESS.get() {
+                histogram.record(context.now.saturating_sub(deadline));
+            }
+        }
         let last = strand.last_cpu.swap(me as u32, Ordering::Relaxed);
         if last != cpu::NO_CPU && last != me as u32 {
             COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
