@@ -192,7 +192,7 @@ impl Default for KernelArgs {
             watchdog_ms: 2000,
             strand_count: 32,
             strand_ms: 20,
-            mixed_ms: 500,
+            mixed_ms: 1000,
         }
     }
 }

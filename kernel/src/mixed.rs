@@ -57,14 +57,14 @@ struct Shared {
 
 fn spawn(
     problems: &mut Vec<String>,
-    spawned: &mut u64,
+    held: &mut Vec<StrandId>,
     affinity: CpuSet,
     params: SchedParams,
     body: impl FnOnce() + Send + 'static,
 ) -> Option<StrandId> {
-    match strand::spawn(Box::new(body), affinity, params) {
+    match strand::spawn_held(Box::new(body), affinity, params) {
         Ok(id) => {
-            *spawned += 1;
+            held.push(id);
             Some(id)
         }
         Err(error) => {
@@ -89,17 +89,16 @@ pub fn run(duration_ms: u64) -> Vec<String> {
     });
     let busy_before: Vec<u64> = (0..cpus as usize).map(strand::busy_nanoseconds).collect();
     let switch = metrics::register("sched.switch", "ns");
-    let mut spawned = 0u64;
-    // This context is the CPU's idle context: any strand preempts it. Keep
-    // interrupts off until every strand exists, so they all start together.
-    let interrupts_were_enabled = cpu::disable_interrupts();
+    let mut held: Vec<StrandId> = Vec::new();
+    // Strands are created held and started together at the end: this
+    // context is the CPU's idle context, which no strand ever yields to.
 
     // The share trio, alone on the last CPU.
     for (index, tickets) in TRIO_TICKETS.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
         spawn(
             &mut problems,
-            &mut spawned,
+            &mut held,
             CpuSet::single(last),
             SchedParams::default().with_tickets(tickets),
             move || {
@@ -128,7 +127,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let shared = Arc::clone(&shared);
         spawn(
             &mut problems,
-            &mut spawned,
+            &mut held,
             others,
             SchedParams::default(),
             move || {
@@ -152,7 +151,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
             let stop = Arc::clone(&pair_stop);
             spawn(
                 &mut problems,
-                &mut spawned,
+                &mut held,
                 CpuSet::single(away),
                 SchedParams::default(),
                 move || {
@@ -178,7 +177,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let stop = Arc::clone(&pair_stop);
         let a = spawn(
             &mut problems,
-            &mut spawned,
+            &mut held,
             CpuSet::single(home),
             SchedParams::default(),
             move || {
@@ -207,7 +206,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let last_yield = Arc::clone(&last_yield);
         spawn(
             &mut problems,
-            &mut spawned,
+            &mut held,
             CpuSet::single(first),
             SchedParams::default(),
             move || {
@@ -230,7 +229,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let shared = Arc::clone(&shared);
         spawn(
             &mut problems,
-            &mut spawned,
+            &mut held,
             others,
             SchedParams::default().periodic(PERIOD_NS, BUDGET_NS, PERIOD_NS),
             move || {
@@ -252,7 +251,10 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         );
     }
 
-    cpu::restore_interrupts(interrupts_were_enabled);
+    let spawned = held.len() as u64;
+    for id in held {
+        strand::start(id);
+    }
     let counters = &strand::COUNTERS;
     let give_up = tsc::now() + tsc::ns_to_cycles(duration_ms * 1_000_000 + GRACE_NS);
     while (shared.finished.load(Ordering::Relaxed) < spawned

@@ -151,9 +151,9 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
     let rounds: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
     let finished = Arc::new(AtomicU64::new(0));
     let mut spawned = 0u64;
-    // This context is the CPU's idle context: any strand preempts it. Keep
-    // interrupts off until every strand exists.
-    let interrupts_were_enabled = cpu::disable_interrupts();
+    // Strands are created held and started together at the end: this
+    // context is the CPU's idle context, which no strand ever yields to.
+    let mut held = Vec::new();
     for index in 0..count {
         let rounds = Arc::clone(&rounds);
         let finished = Arc::clone(&finished);
@@ -172,12 +172,17 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
             }
             finished.fetch_add(1, Ordering::Relaxed);
         });
-        match crate::strand::spawn(body, CpuSet::all(cpus), SchedParams::default()) {
-            Ok(_) => spawned += 1,
+        match crate::strand::spawn_held(body, CpuSet::all(cpus), SchedParams::default()) {
+            Ok(id) => {
+                spawned += 1;
+                held.push(id);
+            }
             Err(error) => problems.push(format!("strand {index}: {error}")),
         }
     }
-    cpu::restore_interrupts(interrupts_were_enabled);
+    for id in held {
+        crate::strand::start(id);
+    }
     let counters = &crate::strand::COUNTERS;
     let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
     while (finished.load(Ordering::Relaxed) < spawned

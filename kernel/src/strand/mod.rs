@@ -221,9 +221,25 @@ fn lookup(id: StrandId) -> Option<Arc<Strand>> {
     slot.strand.clone()
 }
 
-/// Creates a strand that runs `body` on any CPU in `affinity`, and makes
-/// it runnable.
-pub fn spawn(
+/// Makes a strand made by [`spawn_held`] runnable (its first Unblock).
+/// Returns whether it exists.
+pub fn start(id: StrandId) -> bool {
+    let Some(strand) = lookup(id) else {
+        return false;
+    };
+    with_interrupts_off(|| {
+        if let Some(policy) = policy() {
+            wake(&policy, &strand, false);
+        }
+    });
+    true
+}
+
+/// Creates a strand that runs `body` on any CPU in `affinity`, blocked
+/// until [`start`]: a workload creates all its strands first and starts
+/// them together (the creating context, a CPU's idle context, would
+/// otherwise not run again until every strand it started is done).
+pub fn spawn_held(
     body: Box<dyn FnOnce() + Send>,
     affinity: CpuSet,
     params: SchedParams,
@@ -234,9 +250,9 @@ pub fn spawn(
     let stack = GuardedStack::new(STACK_SIZE).map_err(SpawnError::Stack)?;
     let top = stack.top();
     swap::note_first_strand();
-    // Interrupts stay off from the table insertion to the policy's Unblock:
-    // a live swap (which needs every other CPU to take an interrupt) can
-    // then never see the strand half made.
+    // Interrupts stay off from the table insertion to the policy's
+    // `strand_created`: a live swap (which needs every other CPU to take an
+    // interrupt) then never sees the strand half made.
     with_interrupts_off(|| {
         let policy = policy().ok_or(SpawnError::NotStarted)?;
         let strand = {
@@ -282,7 +298,6 @@ pub fn spawn(
             return Err(SpawnError::Refused(refusal.0));
         }
         COUNTERS.created.fetch_add(1, Ordering::Relaxed);
-        wake(&policy, &strand, false);
         Ok(strand.id)
     })
 }

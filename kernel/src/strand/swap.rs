@@ -128,6 +128,11 @@ fn find(name: &str) -> Option<&'static PolicyInfo> {
 /// Asks for the running policy to be replaced by the fallback, because it
 /// `reason`. Ignored if `policy` is no longer the running one.
 pub fn request_ejection(policy: &'static str, reason: &'static str) {
+    if policy == FALLBACK_POLICY {
+        // Replacing the fallback by itself would fix nothing (a slow machine
+        // can make rr look stalled); the watchdog only reports it.
+        return;
+    }
     request(Request {
         to: FALLBACK_POLICY,
         from: Some(policy),
