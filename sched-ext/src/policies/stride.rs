@@ -24,9 +24,11 @@ use crate::interface::{
 
 /// The policy's name in the catalogue.
 pub const NAME: &str = "stride";
-/// The paper's `stride1`: the stride of a strand holding one ticket.
-pub const STRIDE1: u64 = 1 << 20;
-/// The most tickets a strand can hold (its stride is then 1).
+/// The paper's `stride1`: the stride of a strand holding one ticket. Large, so
+/// that a stint of a microsecond still advances a pass (a strand that blocks
+/// after every few microseconds must not run for free by rounding).
+pub const STRIDE1: u64 = 1 << 34;
+/// The most tickets a strand can hold (its stride is then `STRIDE1 >> 20`).
 pub const MAX_TICKETS: u32 = 1 << 20;
 /// The scheduling quantum: a strand's pass advances by its stride per quantum run,
 /// and a strand is preempted only after a full quantum.
@@ -34,7 +36,7 @@ pub const DEFAULT_QUANTUM: Nanoseconds = 10 * NANOSECONDS_PER_MILLISECOND;
 /// How far (in virtual nanoseconds) an imported strand may trail the most advanced.
 pub const MAX_IMPORTED_LAG: Nanoseconds = 100 * NANOSECONDS_PER_MILLISECOND;
 /// Where the global pass starts: room below it for strands that join with a negative remain.
-const PASS_ORIGIN: u64 = 1 << 40;
+const PASS_ORIGIN: u64 = 1 << 54;
 
 /// What the policy knows of one strand.
 struct Entry {
