@@ -493,6 +493,36 @@ mod tests {
     }
 
     #[test]
+    fn sub_microsecond_stints_still_advance_the_pass() {
+        // A strand that gives the CPU up after half a microsecond must pay
+        // for it: were its pass advance rounded to nothing, it would be
+        // picked again forever and the other strand never.
+        let policy = Stride::new(1);
+        let context = |now| crate::Context::new(now, crate::CpuId(0), 1);
+        let strands = [StrandId::new(1, 1), StrandId::new(2, 1)];
+        for id in strands {
+            let spec = crate::StrandSpec::new(id, CpuSet::all(1), SchedParams::default());
+            policy.strand_created(&context(0), &spec).unwrap();
+            policy.unblock(&context(0), id, crate::CpuId(0));
+        }
+        const STINT: Nanoseconds = 500;
+        const STINTS: usize = 10_000;
+        let mut now = 0;
+        let mut picks = [0usize; 2];
+        for _ in 0..STINTS {
+            let next = policy.pick_next(&context(now)).unwrap();
+            policy.resume(&context(now), next);
+            now += STINT;
+            policy.checkpoint(&context(now), next, crate::CheckpointReason::Yielded, STINT);
+            picks[usize::from(next == strands[1])] += 1;
+        }
+        assert!(
+            picks.iter().all(|&count| count * 10 >= STINTS * 4),
+            "picks {picks:?}"
+        );
+    }
+
+    #[test]
     fn tickets_three_two_one_share_one_cpu_half_third_sixth() {
         shares_follow_tickets(1, &[300, 200, 100], 3 * NANOSECONDS_PER_SECOND);
     }
