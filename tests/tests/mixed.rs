@@ -54,7 +54,7 @@ fn every_policy_runs_mixed_at_one_two_and_four_cpus_losing_nothing() {
         for policy in POLICIES {
             let report = boot_with(
                 smp,
-                &format!("bench=mixed mixed_ms=200 sched={policy}"),
+                &format!("bench=mixed mixed_ms=200 sched={policy} watchdog_ms=30000"),
                 TIMEOUT,
             );
             let label = format!("{policy} at -smp {smp}");
@@ -80,7 +80,11 @@ fn every_policy_runs_mixed_at_one_two_and_four_cpus_losing_nothing() {
 
 #[test]
 fn stride_gives_the_trio_its_three_two_one_shares_within_five_percent() {
-    let report = boot_with(2, "bench=mixed mixed_ms=1000 sched=stride", TIMEOUT);
+    let report = boot_with(
+        2,
+        "bench=mixed mixed_ms=1000 sched=stride watchdog_ms=30000",
+        TIMEOUT,
+    );
     expect_nothing_lost(&report, "stride");
     let error = scalar_f64(&report, "stride.share_error_pct");
     assert!(error <= 5.0, "share error {error} %");
@@ -90,7 +94,11 @@ fn stride_gives_the_trio_its_three_two_one_shares_within_five_percent() {
 fn round_robin_ignores_tickets() {
     // The same trio under rr shares equally: far from 3:2:1. This is what
     // makes the stride figure above mean something.
-    let report = boot_with(2, "bench=mixed mixed_ms=1000 sched=rr", TIMEOUT);
+    let report = boot_with(
+        2,
+        "bench=mixed mixed_ms=1000 sched=rr watchdog_ms=30000",
+        TIMEOUT,
+    );
     expect_nothing_lost(&report, "rr");
     assert!(scalar_f64(&report, "stride.share_error_pct") > 20.0);
 }
@@ -103,7 +111,7 @@ fn edf_meets_every_deadline_of_a_feasible_periodic_set() {
     let report = boot_with_options(RunOptions {
         smp: 2,
         accel: AccelChoice::Tcg,
-        append: "bench=mixed mixed_ms=1000 sched=edf".into(),
+        append: "bench=mixed mixed_ms=1000 sched=edf watchdog_ms=30000".into(),
         timeout: TIMEOUT,
         ..RunOptions::default()
     });
