@@ -242,6 +242,15 @@ pub fn write_record(
     let _ = result;
 }
 
+/// Writes a `scalar` record whose value is one number, on an already-held
+/// console.
+pub fn write_scalar_u64(console: &mut Console, name: &str, value: u64) {
+    write_record(console, "scalar", |record| {
+        record.str("name", name)?.u64("value", value)?;
+        Ok(())
+    });
+}
+
 /// Writes the `end` record (`status` is `ok` or `fail`) on an already-held
 /// console: the last record of every run.
 pub fn write_end(console: &mut Console, status: &str) {

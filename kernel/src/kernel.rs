@@ -170,12 +170,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
             ));
         }
     }
-    let policy = spindle_sched_ext::find(args.sched).or_else(|| {
-        spindle_sched_ext::broken_catalogue()
-            .iter()
-            .find(|info| info.name == args.sched)
-    });
-    match policy {
+    match strand::find_policy(args.sched) {
         Some(policy) => strand::init(
             (policy.create)(apic_ids.len() as u16),
             args.swaps[..args.swap_count].to_vec(),

@@ -16,9 +16,10 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams, StrandId};
 
-use crate::arch::{cpu, tsc};
+use crate::arch::cpu;
 use crate::console;
 use crate::metrics;
+use crate::selftest::{compute_until, wait_for_strands};
 use crate::strand;
 
 /// Tickets of the share trio.
@@ -36,14 +37,6 @@ const GRACE_NS: u64 = 30_000_000_000;
 
 fn now() -> u64 {
     crate::kernel::nanoseconds_since_boot()
-}
-
-/// Computes until `end` (ns since boot).
-fn compute_until(end: u64) {
-    let mut iterations = 0u64;
-    while now() < end {
-        iterations = core::hint::black_box(iterations + 1);
-    }
 }
 
 /// What the strands share.
@@ -256,13 +249,11 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         strand::start(id);
     }
     let counters = &strand::COUNTERS;
-    let give_up = tsc::now() + tsc::ns_to_cycles(duration_ms * 1_000_000 + GRACE_NS);
-    while (shared.finished.load(Ordering::Relaxed) < spawned
-        || counters.exited.load(Ordering::Relaxed) < counters.created.load(Ordering::Relaxed))
-        && tsc::now() < give_up
-    {
-        cpu::enable_interrupts_and_halt();
-    }
+    wait_for_strands(
+        &shared.finished,
+        spawned,
+        duration_ms * 1_000_000 + GRACE_NS,
+    );
     let wall = now().saturating_sub(start).max(1);
     let busy: u64 = (0..cpus as usize)
         .map(|index| strand::busy_nanoseconds(index) - busy_before[index])
@@ -312,18 +303,12 @@ pub fn run(duration_ms: u64) -> Vec<String> {
             )?;
             Ok(())
         });
-        console::write_record(console, "scalar", |record| {
-            record
-                .str("name", "edf.deadline_misses")?
-                .u64("value", shared.deadline_misses.load(Ordering::Relaxed))?;
-            Ok(())
-        });
-        console::write_record(console, "scalar", |record| {
-            record
-                .str("name", "edf.jobs")?
-                .u64("value", shared.jobs.load(Ordering::Relaxed))?;
-            Ok(())
-        });
+        console::write_scalar_u64(
+            console,
+            "edf.deadline_misses",
+            shared.deadline_misses.load(Ordering::Relaxed),
+        );
+        console::write_scalar_u64(console, "edf.jobs", shared.jobs.load(Ordering::Relaxed));
     });
     problems
 }

@@ -101,12 +101,7 @@ fn report_scalars(report: &ChurnReport, raises_per_cpu: &[u64], duration_ms: u64
         for (name, value) in Churn::fields(report) {
             let mut full_name = console::BoundedText::new();
             let _ = core::fmt::Write::write_fmt(&mut full_name, format_args!("churn.{name}"));
-            console::write_record(console, "scalar", |record| {
-                record
-                    .str("name", full_name.as_str())?
-                    .u64("value", value)?;
-                Ok(())
-            });
+            console::write_scalar_u64(console, full_name.as_str(), value);
         }
         console::write_record(console, "scalar", |record| {
             record
@@ -114,12 +109,7 @@ fn report_scalars(report: &ChurnReport, raises_per_cpu: &[u64], duration_ms: u64
                 .u64_list("value", raises_per_cpu.iter().copied())?;
             Ok(())
         });
-        console::write_record(console, "scalar", |record| {
-            record
-                .str("name", "churn.duration_ms")?
-                .u64("value", duration_ms)?;
-            Ok(())
-        });
+        console::write_scalar_u64(console, "churn.duration_ms", duration_ms);
     });
 }
 
@@ -129,14 +119,32 @@ const ROUND_NS: u64 = 200_000;
 /// How long the self-test waits for every strand to exit.
 const STRANDS_TIMEOUT_NS: u64 = 60_000_000_000;
 
-/// Computes for `nanoseconds` of wall time; returns the loop iterations.
-fn compute_for(nanoseconds: u64) -> u64 {
-    let end = tsc::now() + tsc::ns_to_cycles(nanoseconds);
+/// Computes (spins) until `end`, in nanoseconds since boot: the CPU-bound
+/// work of the strand workloads.
+pub fn compute_until(end: u64) {
     let mut iterations = 0u64;
-    while tsc::now() < end {
+    while crate::kernel::nanoseconds_since_boot() < end {
         iterations = core::hint::black_box(iterations + 1);
     }
-    iterations
+}
+
+/// Computes for `nanoseconds` of wall time.
+fn compute_for(nanoseconds: u64) {
+    compute_until(crate::kernel::nanoseconds_since_boot() + nanoseconds);
+}
+
+/// Halts this CPU's own context (strands run meanwhile) until `finished`
+/// reaches `spawned` and every created strand has exited and been reaped,
+/// or `timeout_ns` passes.
+pub fn wait_for_strands(finished: &AtomicU64, spawned: u64, timeout_ns: u64) {
+    let counters = &crate::strand::COUNTERS;
+    let deadline = tsc::now() + tsc::ns_to_cycles(timeout_ns);
+    while (finished.load(Ordering::Relaxed) < spawned
+        || counters.exited.load(Ordering::Relaxed) < counters.created.load(Ordering::Relaxed))
+        && tsc::now() < deadline
+    {
+        cpu::enable_interrupts_and_halt();
+    }
 }
 
 /// Creates `count` strands on every CPU (half CPU-bound, preempted by the
@@ -184,13 +192,7 @@ pub fn strands(count: u64, cpu_bound_ms: u64) -> Vec<String> {
         crate::strand::start(id);
     }
     let counters = &crate::strand::COUNTERS;
-    let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
-    while (finished.load(Ordering::Relaxed) < spawned
-        || counters.exited.load(Ordering::Relaxed) < counters.created.load(Ordering::Relaxed))
-        && tsc::now() < deadline
-    {
-        cpu::enable_interrupts_and_halt();
-    }
+    wait_for_strands(&finished, spawned, STRANDS_TIMEOUT_NS);
     let created = counters.created.load(Ordering::Relaxed);
     let exited = counters.exited.load(Ordering::Relaxed);
     let wrong: Vec<u64> = (0..count)
@@ -231,10 +233,7 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
             ),
         ];
         for (name, value) in values {
-            console::write_record(console, "scalar", |record| {
-                record.str("name", name)?.u64("value", value)?;
-                Ok(())
-            });
+            console::write_scalar_u64(console, name, value);
         }
         console::write_record(console, "scalar", |record| {
             record
@@ -242,12 +241,7 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
                 .str("value", crate::strand::current_policy())?;
             Ok(())
         });
-        console::write_record(console, "scalar", |record| {
-            record
-                .str("name", "swaps")?
-                .u64("value", counters.swaps.load(Ordering::Relaxed))?;
-            Ok(())
-        });
+        console::write_scalar_u64(console, "swaps", counters.swaps.load(Ordering::Relaxed));
         let log = crate::strand::swap_log();
         console::write_record(console, "scalar", |record| {
             record.str("name", "ejections")?;

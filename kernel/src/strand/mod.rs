@@ -40,7 +40,7 @@ use crate::metrics::{self, PerCpuHistogram};
 use crate::sync::{irq_mutex, IrqMutex};
 
 mod swap;
-pub use swap::{current_policy, swap_log};
+pub use swap::{current_policy, find_policy, swap_log};
 
 /// Bytes of stack each strand gets (plus a guard page below).
 pub const STACK_SIZE: usize = 16 * 1024;

@@ -116,8 +116,9 @@ pub fn note_first_strand() {
     let _ = START.compare_exchange(0, now, Ordering::AcqRel, Ordering::Acquire);
 }
 
-/// The policy `name` from the catalogue or the broken catalogue.
-fn find(name: &str) -> Option<&'static PolicyInfo> {
+/// The policy `name` from the catalogue or the broken catalogue (the
+/// latter for the ejection tests).
+pub fn find_policy(name: &str) -> Option<&'static PolicyInfo> {
     spindle_sched_ext::find(name).or_else(|| {
         spindle_sched_ext::broken::broken_catalogue()
             .iter()
@@ -285,7 +286,7 @@ pub fn rendezvous() {
 
 /// Replaces the policy (every other CPU is stopped).
 fn perform(request: Request, record: &mut SwapRecord) {
-    let Some(info) = find(request.to) else {
+    let Some(info) = find_policy(request.to) else {
         record.failed = Some("no such policy");
         return;
     };
