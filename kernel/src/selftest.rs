@@ -242,6 +242,13 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
             Ok(())
         });
         console::write_scalar_u64(console, "swaps", counters.swaps.load(Ordering::Relaxed));
+        console::write_record(console, "scalar", |record| {
+            record.str("name", "busy_ns_per_cpu")?.u64_list(
+                "value",
+                (0..cpu::cpus_found()).map(crate::strand::busy_nanoseconds),
+            )?;
+            Ok(())
+        });
         let log = crate::strand::swap_log();
         console::write_record(console, "scalar", |record| {
             record.str("name", "ejections")?;

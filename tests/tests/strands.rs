@@ -35,7 +35,17 @@ fn run_strands(smp: u32, policy: &str, count: u64) {
         scalar("context_switches")
     );
     if smp > 1 && policy == "rr" {
-        assert!(scalar("migrations") > 0, "strands spread over the CPUs");
+        // Strands spread over the CPUs: every CPU ran strands. (Migrations
+        // are no proof of it: strands started together are placed on
+        // different CPUs at once and need not move.)
+        let busy = report.document["busy_ns_per_cpu"]
+            .as_array()
+            .expect("busy_ns_per_cpu");
+        assert_eq!(busy.len(), smp as usize);
+        assert!(
+            busy.iter().all(|ns| ns.as_u64().unwrap_or(0) > 0),
+            "strands spread over the CPUs: {busy:?}"
+        );
     }
 }
 
