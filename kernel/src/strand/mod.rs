@@ -462,6 +462,9 @@ pub fn dump_live_strands() {
 
 /// Strands waiting on a deadline: (deadline, sleep number, strand).
 static SLEEPERS: IrqMutex<Vec<(u64, u64, Arc<Strand>)>> = irq_mutex(Vec::new());
+/// The earliest deadline in `SLEEPERS` (`u64::MAX`: none), written under its
+/// lock: every CPU's tick reads it instead of taking the lock.
+static EARLIEST_SLEEPER: AtomicU64 = AtomicU64::new(u64::MAX);
 /// Per-CPU busy time.
 static BUSY: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
 /// `sched.wake.local`, `sched.wake.remote`, `sched.timer_lateness`.
@@ -471,11 +474,11 @@ static TIMER_LATENESS: spin::Once<&'static PerCpuHistogram> = spin::Once::new();
 
 /// Wakes the sleepers whose deadline has passed (every CPU's tick).
 fn wake_due_sleepers(now: u64) {
+    if now < EARLIEST_SLEEPER.load(Ordering::Acquire) {
+        return;
+    }
     let due: Vec<(u64, Arc<Strand>)> = {
         let mut sleepers = SLEEPERS.lock();
-        if sleepers.iter().all(|&(deadline, _, _)| deadline > now) {
-            return;
-        }
         let mut due = Vec::new();
         sleepers.retain(|(deadline, sequence, strand)| {
             if *deadline <= now {
@@ -485,6 +488,12 @@ fn wake_due_sleepers(now: u64) {
                 true
             }
         });
+        let earliest = sleepers
+            .iter()
+            .map(|&(deadline, _, _)| deadline)
+            .min()
+            .unwrap_or(u64::MAX);
+        EARLIEST_SLEEPER.store(earliest, Ordering::Release);
         due
     };
     let Some(policy) = policy() else { return };
@@ -624,9 +633,9 @@ fn block_current(
     // Queued only once blocked: a tick that finds the deadline passed must
     // find the strand blocked, or its wake-up would be lost.
     if deadline != 0 {
-        SLEEPERS
-            .lock()
-            .push((deadline, sequence, Arc::clone(&current)));
+        let mut sleepers = SLEEPERS.lock();
+        sleepers.push((deadline, sequence, Arc::clone(&current)));
+        EARLIEST_SLEEPER.fetch_min(deadline, Ordering::AcqRel);
     }
     if current.wake_token.load(Ordering::SeqCst) {
         wake(policy, &current, true);
