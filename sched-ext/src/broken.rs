@@ -238,6 +238,21 @@ impl Policy for Broken {
         }
     }
 
+    /// Round robin's, healthy in every misbehaviour: the dropped strand
+    /// (unknown as far as this policy admits) and the held one (kept out of
+    /// the queues on purpose) are refused; a strand taken counts as picked
+    /// for `DispatchesTwice`.
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        if self.is_dropped(strand) || *self.held.lock() == Some(strand) {
+            return false;
+        }
+        let taken = self.inner.take_for_directed_yield(ctx, strand);
+        if taken && self.misbehaviour == Misbehaviour::DispatchesTwice {
+            self.dispatched.lock().push(strand);
+        }
+        taken
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         self.inner.tick(ctx, current, ran)
     }
@@ -434,5 +449,74 @@ mod tests {
             matches!(kind, SimErrorKind::Stall { .. }),
             "the export is right, only the stall shows: {kind:?}"
         );
+    }
+
+    fn strand(index: u32) -> StrandSpec {
+        StrandSpec::new(
+            StrandId::new(index, 0),
+            CpuSet::all(1),
+            SchedParams::default(),
+        )
+    }
+
+    #[test]
+    fn directed_yields_never_hand_out_the_dropped_or_held_strand() {
+        let ctx = Context::new(0, CpuId(0), 1);
+        let dropping = Broken::new(Misbehaviour::DropsStrand, 1, 0);
+        let (dropped, kept) = (strand(1), strand(2));
+        for spec in [&dropped, &kept] {
+            dropping.strand_created(&ctx, spec).unwrap();
+            dropping.unblock(&ctx, spec.id, CpuId(0));
+        }
+        assert!(!dropping.take_for_directed_yield(&ctx, dropped.id));
+        assert!(dropping.take_for_directed_yield(&ctx, kept.id));
+
+        let stalling = Broken::new(Misbehaviour::StallsStrand, 1, 0);
+        let (held, other) = (strand(1), strand(2));
+        for spec in [&held, &other] {
+            stalling.strand_created(&ctx, spec).unwrap();
+            stalling.unblock(&ctx, spec.id, CpuId(0));
+        }
+        assert_eq!(stalling.pick_next(&ctx), Some(other.id), "holds the first");
+        assert!(!stalling.take_for_directed_yield(&ctx, held.id));
+    }
+
+    #[test]
+    fn a_strand_taken_for_a_directed_yield_counts_as_dispatched() {
+        let ctx = Context::new(0, CpuId(0), 1);
+        let policy = Broken::new(Misbehaviour::DispatchesTwice, 1, 0);
+        let spec = strand(1);
+        policy.strand_created(&ctx, &spec).unwrap();
+        policy.unblock(&ctx, spec.id, CpuId(0));
+        assert!(policy.take_for_directed_yield(&ctx, spec.id));
+        policy.resume(&ctx, spec.id);
+        assert_eq!(
+            policy.pick_next(&ctx),
+            Some(spec.id),
+            "misbehaving, it hands out the running strand again"
+        );
+    }
+
+    #[test]
+    fn healthy_broken_policies_take_directed_yields_like_round_robin() {
+        for misbehaviour in Misbehaviour::ALL {
+            let policy = Broken::new(misbehaviour, 2, u64::MAX);
+            let config = SimConfig::new(2)
+                .with_stall_bound(STALL_BOUND)
+                .with_audit_interval(5 * MILLISECOND);
+            let mut sim = Simulator::new(config, Arc::new(policy));
+            for _ in 0..4 {
+                let workload = Workload::DirectedYield {
+                    compute: MILLISECOND / 2,
+                };
+                sim.add_strand(CpuSet::all(2), SchedParams::default(), workload)
+                    .unwrap();
+            }
+            sim.add_strand(CpuSet::all(2), SchedParams::default(), Workload::CpuBound)
+                .unwrap();
+            sim.run_until(NANOSECONDS_PER_SECOND)
+                .unwrap_or_else(|error| panic!("{error}"));
+            assert!(sim.directed_yields_taken() > 0, "{}", misbehaviour.name());
+        }
     }
 }

@@ -25,6 +25,11 @@
 //!   then `checkpoint(Blocked)`; one that exits gets `checkpoint(Exited)` then
 //!   [`Policy::strand_exited`]; a queued strand that is killed gets `block`
 //!   then `strand_exited`.
+//! * A directed yield: the running strand gets `checkpoint(Yielded)`, then
+//!   the kernel offers the strand it names to
+//!   [`Policy::take_for_directed_yield`] on the same CPU. An agreement is a
+//!   pick (checked like one, followed by `resume`); a refusal leads to
+//!   `pick_next` as after any yield.
 //! * After each call the kernel asks [`Policy::wants_wakeup`] and sends a
 //!   reschedule interrupt to each CPU named: an idle CPU then calls
 //!   `pick_next`, a busy one calls `tick` at once.
@@ -583,6 +588,18 @@ pub trait Policy: Send + Sync {
     /// The next strand for `ctx.cpu`, removed from the policy's queue;
     /// `None` means idle. The kernel verifies the pick and raises `resume`.
     fn pick_next(&self, ctx: &Context) -> Option<StrandId>;
+
+    /// Directed yield (the Aegis exokernel's `Yield`): the strand that was running on
+    /// `ctx.cpu` hands the processor to `strand`. It has already been checkpointed
+    /// with [`CheckpointReason::Yielded`] (so it is runnable and queued again).
+    /// Return `true` to agree: `strand` is runnable, waiting in your queues, may run
+    /// on `ctx.cpu`, and you have taken it out of them exactly as if `pick_next` on
+    /// `ctx.cpu` had just returned it (the kernel re-checks it, resumes it on
+    /// `ctx.cpu` and raises `resume`). Return `false` to refuse (the default): the
+    /// kernel then runs `pick_next` as after any yield.
+    fn take_for_directed_yield(&self, _ctx: &Context, _strand: StrandId) -> bool {
+        false
+    }
 
     /// Timer tick on `ctx.cpu`; `current` is the running strand (if any),
     /// `ran` its stint so far. May also be called between ticks (after a

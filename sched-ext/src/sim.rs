@@ -7,9 +7,14 @@
 //! then `checkpoint(Blocked)` when a running strand sleeps, `tick` every
 //! [`SimConfig::tick`] on every CPU and `checkpoint(Preempted)` when the tick
 //! says so, `pick_next` then `resume` on a free CPU, `cpu_idle` when there is
-//! nothing to run, and `wants_wakeup` after each of those.
+//! nothing to run, and `wants_wakeup` after each of those. A strand with the
+//! [`Workload::DirectedYield`] workload ends each burst with a directed
+//! yield: `checkpoint(Yielded)`, then `take_for_directed_yield` for a strand
+//! the seeded generator draws ([`SimConfig::seed`]), then `resume` of that
+//! strand if the policy agrees, else `pick_next` as after any yield.
 //!
-//! Every pick is checked (the strand exists, is runnable, is not running
+//! Every pick, and every strand a policy agrees to take for a directed
+//! yield, is checked (the strand exists, is runnable, is not running
 //! elsewhere, may run on that CPU); a violation ends the run with a
 //! [`SimError`] instead of a panic. The simulator also detects stalls
 //! (a runnable strand not run for longer than [`SimConfig::stall_bound`]),
@@ -41,6 +46,8 @@ pub const DEFAULT_STALL_BOUND: Nanoseconds = NANOSECONDS_PER_SECOND;
 pub const SIMULATED_GENERATION: u32 = 1;
 /// The CPU that creates strands and performs swaps and audits.
 pub const BOOT_CPU: CpuId = CpuId(0);
+/// The default seed of the generator that draws directed-yield targets.
+pub const DEFAULT_SEED: u64 = 0x5EED_5B1D_1E00_0001;
 /// How many rounds of `wants_wakeup` the simulator follows after one call
 /// before it stops asking (a policy that always wants more cannot loop it).
 const MAX_WAKEUP_ROUNDS: usize = 8;
@@ -56,6 +63,8 @@ pub struct SimConfig {
     pub stall_bound: Option<Nanoseconds>,
     /// Interval between audits of the policy's export; `None` disables them.
     pub audit_interval: Option<Nanoseconds>,
+    /// Seed of the generator that draws the targets of directed yields.
+    pub seed: u64,
 }
 
 impl SimConfig {
@@ -66,6 +75,7 @@ impl SimConfig {
             tick: DEFAULT_TICK,
             stall_bound: Some(DEFAULT_STALL_BOUND),
             audit_interval: None,
+            seed: DEFAULT_SEED,
         }
     }
 
@@ -84,6 +94,12 @@ impl SimConfig {
     /// This configuration with an audit of the policy's export every `interval`.
     pub fn with_audit_interval(mut self, interval: Nanoseconds) -> Self {
         self.audit_interval = Some(interval.max(1));
+        self
+    }
+
+    /// This configuration with `seed` for the targets of directed yields.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 }
@@ -117,6 +133,16 @@ pub enum Workload {
         /// CPU time before exiting.
         compute: Nanoseconds,
     },
+    /// Computes for `compute`, then yields its CPU to another strand by
+    /// name (a directed yield), and again, forever. The target is drawn by
+    /// the simulator's seeded generator: half the time among the other
+    /// runnable strands, else among all other strands, blocked, running,
+    /// pinned elsewhere or exited ones included, which the policy must
+    /// refuse.
+    DirectedYield {
+        /// CPU time of each burst.
+        compute: Nanoseconds,
+    },
 }
 
 /// What went wrong, as the trusted scheduler sees it.
@@ -129,21 +155,21 @@ pub enum SimErrorKind {
         /// The policy's reason.
         reason: &'static str,
     },
-    /// `pick_next` returned a strand that does not exist (never given, or exited).
+    /// `pick_next` returned (or a directed yield took) a strand that does not exist (never given, or exited).
     UnknownStrand {
         /// The CPU that asked.
         cpu: CpuId,
         /// The strand returned.
         strand: StrandId,
     },
-    /// `pick_next` returned a blocked strand.
+    /// `pick_next` returned (or a directed yield took) a blocked strand.
     NotRunnable {
         /// The CPU that asked.
         cpu: CpuId,
         /// The strand returned.
         strand: StrandId,
     },
-    /// `pick_next` returned a strand that is running on another CPU.
+    /// `pick_next` returned (or a directed yield took) a strand that is running on another CPU.
     RunningElsewhere {
         /// The CPU that asked.
         cpu: CpuId,
@@ -152,7 +178,7 @@ pub enum SimErrorKind {
         /// Where it is running.
         elsewhere: CpuId,
     },
-    /// `pick_next` returned a strand whose affinity excludes the CPU.
+    /// `pick_next` returned (or a directed yield took) a strand whose affinity excludes the CPU.
     AffinityViolated {
         /// The CPU that asked.
         cpu: CpuId,
@@ -380,6 +406,12 @@ pub struct Simulator {
     strands: Vec<SimStrand>,
     cpus: Vec<SimCpu>,
     swaps: u64,
+    /// The state of the generator that draws directed-yield targets.
+    random: u64,
+    /// Directed yields the policy agreed to.
+    directed_yields_taken: u64,
+    /// Directed yields the policy refused.
+    directed_yields_refused: u64,
 }
 
 /// A short-lived result inside the simulator.
@@ -402,6 +434,9 @@ impl Simulator {
             strands: Vec::new(),
             cpus: (0..config.cpu_count).map(|_| SimCpu::default()).collect(),
             swaps: 0,
+            random: config.seed,
+            directed_yields_taken: 0,
+            directed_yields_refused: 0,
         }
     }
 
@@ -565,6 +600,16 @@ impl Simulator {
             .sum()
     }
 
+    /// Directed yields the policy agreed to, so far.
+    pub fn directed_yields_taken(&self) -> u64 {
+        self.directed_yields_taken
+    }
+
+    /// Directed yields the policy refused (and so ran `pick_next` instead), so far.
+    pub fn directed_yields_refused(&self) -> u64 {
+        self.directed_yields_refused
+    }
+
     /// Context switches on all CPUs.
     pub fn total_context_switches(&self) -> u64 {
         self.cpus
@@ -686,9 +731,9 @@ impl Simulator {
             match strand.workload {
                 Workload::Periodic { .. } => strand.next_release = Some(self.now),
                 Workload::CpuBound => return self.wake(index, None),
-                Workload::ComputeSleep { compute, .. } | Workload::Finite { compute } => {
-                    return self.wake(index, Some(compute))
-                }
+                Workload::ComputeSleep { compute, .. }
+                | Workload::Finite { compute }
+                | Workload::DirectedYield { compute } => return self.wake(index, Some(compute)),
             }
         }
         let strand = &mut self.strands[index];
@@ -759,6 +804,10 @@ impl Simulator {
                 self.block_running(cpu, index);
             }
             Workload::Finite { .. } => self.exit_running(cpu, index),
+            Workload::DirectedYield { compute } => {
+                strand.remaining = Some(compute);
+                return self.directed_yield(cpu, index);
+            }
             Workload::Periodic { execution, .. } => {
                 if let Some(deadline) = strand.job_deadlines.pop_front() {
                     strand.statistics.completed_jobs += 1;
@@ -819,6 +868,55 @@ impl Simulator {
         strand.statistics.exited = true;
     }
 
+    /// The strand running on `cpu` yields it to a strand drawn by the
+    /// generator: `checkpoint(Yielded)`, then `take_for_directed_yield`;
+    /// a strand the policy agrees to take is checked like a pick and
+    /// resumed, a refusal leads to `pick_next` as after any yield.
+    fn directed_yield(&mut self, cpu: CpuId, index: usize) -> Outcome {
+        self.take_off(cpu, index, CheckpointReason::Yielded);
+        let Some(target) = self.yield_target(index) else {
+            self.reschedule(cpu)?;
+            return self.handle_wakeups(cpu);
+        };
+        if self
+            .policy
+            .take_for_directed_yield(&self.context(cpu), target)
+        {
+            self.directed_yields_taken += 1;
+            self.dispatch(cpu, target)?;
+        } else {
+            self.directed_yields_refused += 1;
+            self.reschedule(cpu)?;
+        }
+        self.handle_wakeups(cpu)
+    }
+
+    /// A strand other than `yielder` to yield to: with an even draw one of
+    /// the runnable ones (if any), else any of them, in whatever phase.
+    fn yield_target(&mut self, yielder: usize) -> Option<StrandId> {
+        let draw = self.next_random();
+        let others = || (0..self.strands.len()).filter(move |index| *index != yielder);
+        let runnable = |index: &usize| matches!(self.strands[*index].phase, Phase::Runnable { .. });
+        let runnable_count = others().filter(runnable).count();
+        let pick = (draw >> 1) as usize;
+        let index = if draw & 1 == 0 && runnable_count > 0 {
+            others().filter(runnable).nth(pick % runnable_count)
+        } else {
+            let count = others().count();
+            others().nth(pick % count.max(1))
+        }?;
+        Some(self.strands[index].spec.id)
+    }
+
+    /// The next number from the seeded generator (SplitMix64).
+    fn next_random(&mut self) -> u64 {
+        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.random;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+
     /// A free `cpu` asks for work: `pick_next`, checked, then `resume`; or `cpu_idle`.
     fn reschedule(&mut self, cpu: CpuId) -> Outcome {
         let ctx = self.context(cpu);
@@ -826,6 +924,12 @@ impl Simulator {
             self.policy.cpu_idle(&ctx);
             return Ok(());
         };
+        self.dispatch(cpu, id)
+    }
+
+    /// Puts `id`, handed over by the policy, on the free `cpu`: checked, then `resume`.
+    fn dispatch(&mut self, cpu: CpuId, id: StrandId) -> Outcome {
+        let ctx = self.context(cpu);
         let index = self.check_pick(cpu, id)?;
         self.policy.resume(&ctx, id);
         let now = self.now;
@@ -1076,5 +1180,135 @@ mod tests {
             .map(|id| sim.strand_statistics(id).cpu_time)
             .sum();
         assert_eq!(total, 2 * 70 * MILLISECOND);
+    }
+
+    /// Strands that directed-yield (one pinned to CPU 1) among CPU-bound,
+    /// sleeping and finite ones, on two CPUs, for a second.
+    fn run_directed_yields(policy: Arc<dyn Policy>, seed: u64) -> Outcome<Simulator> {
+        let config = SimConfig::new(2)
+            .with_stall_bound(300 * MILLISECOND)
+            .with_audit_interval(5 * MILLISECOND)
+            .with_seed(seed);
+        let mut sim = Simulator::new(config, policy);
+        let all = CpuSet::all(2);
+        let default = SchedParams::default();
+        for compute in [MILLISECOND / 2, MILLISECOND, 3 * MILLISECOND] {
+            sim.add_strand(all, default, Workload::DirectedYield { compute })?;
+        }
+        let pinned = Workload::DirectedYield {
+            compute: 2 * MILLISECOND,
+        };
+        sim.add_strand(CpuSet::single(CpuId(1)), default, pinned)?;
+        sim.add_strand(all, default, Workload::CpuBound)?;
+        let sleepy = Workload::ComputeSleep {
+            compute: 2 * MILLISECOND,
+            sleep: 3 * MILLISECOND,
+        };
+        sim.add_strand(all, default, sleepy)?;
+        let finite = Workload::Finite {
+            compute: 20 * MILLISECOND,
+        };
+        sim.add_strand(all, default, finite)?;
+        sim.run_until(NANOSECONDS_PER_SECOND)?;
+        Ok(sim)
+    }
+
+    #[test]
+    fn directed_yields_are_checked_under_every_policy() {
+        for info in crate::catalogue() {
+            for seed in [DEFAULT_SEED, 1, 2] {
+                let sim = run_directed_yields(Arc::from((info.create)(2)), seed)
+                    .unwrap_or_else(|error| panic!("{error}"));
+                let (taken, refused) = (sim.directed_yields_taken(), sim.directed_yields_refused());
+                assert!(
+                    refused > 0,
+                    "{}: blocked and exited targets are refused",
+                    info.name
+                );
+                if info.name == crate::policies::central::NAME {
+                    assert_eq!(taken, 0, "central refuses every directed yield");
+                } else {
+                    assert!(taken > 0, "{} took no directed yield", info.name);
+                }
+                let handed_out: Nanoseconds = sim
+                    .strand_ids()
+                    .map(|id| sim.strand_statistics(id).cpu_time)
+                    .sum();
+                let busy: Nanoseconds = (0..2)
+                    .map(|cpu| sim.cpu_statistics(CpuId(cpu)).busy_time)
+                    .sum();
+                assert_eq!(handed_out, busy, "{}", info.name);
+            }
+        }
+    }
+
+    /// Round robin that agrees to every directed yield without looking.
+    struct Agreeable(RoundRobin);
+
+    impl Policy for Agreeable {
+        fn name(&self) -> &'static str {
+            "agreeable"
+        }
+        fn strand_created(&self, ctx: &Context, strand: &StrandSpec) -> Result<(), crate::Refusal> {
+            self.0.strand_created(ctx, strand)
+        }
+        fn strand_exited(&self, ctx: &Context, strand: StrandId) {
+            self.0.strand_exited(ctx, strand)
+        }
+        fn unblock(&self, ctx: &Context, strand: StrandId, cpu: CpuId) {
+            self.0.unblock(ctx, strand, cpu)
+        }
+        fn block(&self, ctx: &Context, strand: StrandId) {
+            self.0.block(ctx, strand)
+        }
+        fn checkpoint(
+            &self,
+            ctx: &Context,
+            strand: StrandId,
+            reason: CheckpointReason,
+            ran: Nanoseconds,
+        ) {
+            self.0.checkpoint(ctx, strand, reason, ran)
+        }
+        fn resume(&self, ctx: &Context, strand: StrandId) {
+            self.0.resume(ctx, strand)
+        }
+        fn pick_next(&self, ctx: &Context) -> Option<StrandId> {
+            self.0.pick_next(ctx)
+        }
+        fn take_for_directed_yield(&self, _ctx: &Context, _strand: StrandId) -> bool {
+            true
+        }
+        fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
+            self.0.tick(ctx, current, ran)
+        }
+        fn export(&self, ctx: &Context) -> Vec<ExportedStrand> {
+            self.0.export(ctx)
+        }
+        fn import(
+            &self,
+            ctx: &Context,
+            strands: Vec<ExportedStrand>,
+        ) -> Result<(), crate::Refusal> {
+            self.0.import(ctx, strands)
+        }
+    }
+
+    #[test]
+    fn a_policy_that_takes_what_it_may_not_is_caught() {
+        let error = run_directed_yields(Arc::new(Agreeable(RoundRobin::new(2))), DEFAULT_SEED)
+            .err()
+            .expect("the simulator re-checks an agreed directed yield");
+        assert_eq!(error.policy, "agreeable");
+        assert!(
+            matches!(
+                error.kind,
+                SimErrorKind::NotRunnable { .. }
+                    | SimErrorKind::RunningElsewhere { .. }
+                    | SimErrorKind::UnknownStrand { .. }
+                    | SimErrorKind::AffinityViolated { .. }
+            ),
+            "{error}"
+        );
     }
 }

@@ -26,7 +26,7 @@ fn simulator(first: &str) -> Simulator {
 }
 
 /// Strands of every kind: CPU-bound with various parameters, pinned, sleepy,
-/// periodic, one that exits, one that starts late. Returns the long-lived ones.
+/// directed-yielding, periodic, one that exits, one that starts late. Returns the long-lived ones.
 fn add_mixed_workload(sim: &mut Simulator) -> Vec<StrandId> {
     let all = CpuSet::all(CPU_COUNT);
     let default = SchedParams::default();
@@ -52,6 +52,10 @@ fn add_mixed_workload(sim: &mut Simulator) -> Vec<StrandId> {
     };
     long_lived.push(add(sim, all, default.with_priority(10), sleepy));
     long_lived.push(add(sim, pair, default, sleepy));
+    // Directed yields, taken or refused, across every policy and swap.
+    for compute in [MILLISECOND, 2 * MILLISECOND] {
+        long_lived.push(add(sim, all, default, Workload::DirectedYield { compute }));
+    }
     for _ in 0..2 {
         let params = default.periodic(20 * MILLISECOND, 4 * MILLISECOND, 0);
         let periodic = Workload::Periodic {

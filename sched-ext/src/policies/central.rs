@@ -312,6 +312,11 @@ impl Policy for Central {
         Some(strand)
     }
 
+    /// Refused: only the agent on CPU 0 decides which strand runs where.
+    fn take_for_directed_yield(&self, _ctx: &Context, _strand: StrandId) -> bool {
+        false
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         if ctx.cpu != CENTRAL_CPU {
             let assigned = self
@@ -536,5 +541,32 @@ mod tests {
         for id in ids {
             assert_eq!(sim.strand_statistics(id).cpu_time, 100 * MILLISECOND);
         }
+    }
+
+    #[test]
+    fn directed_yields_are_refused_and_change_nothing() {
+        let policy = Central::new(2);
+        let on = |cpu: u16| Context::new(0, CpuId(cpu), 2);
+        let waiting = StrandSpec::new(StrandId::new(1, 0), CpuSet::all(2), SchedParams::default());
+        let assigned = StrandSpec::new(
+            StrandId::new(2, 0),
+            CpuSet::single(CpuId(1)),
+            SchedParams::default(),
+        );
+        for spec in [&waiting, &assigned] {
+            policy.strand_created(&on(0), spec).unwrap();
+        }
+        policy.unblock(&on(0), assigned.id, CpuId(1));
+        policy.cpu_idle(&on(0));
+        assert_eq!(policy.assignments(CpuId(1)), 1, "in CPU 1's mailbox");
+        policy.unblock(&on(0), waiting.id, CpuId(0));
+        for cpu in [0, 1] {
+            for strand in [waiting.id, assigned.id] {
+                assert!(!policy.take_for_directed_yield(&on(cpu), strand));
+            }
+        }
+        assert_eq!(policy.pick_next(&on(1)), Some(assigned.id));
+        policy.resume(&on(1), assigned.id);
+        assert_eq!(policy.pick_next(&on(0)), Some(waiting.id));
     }
 }

@@ -484,6 +484,57 @@ impl Policy for Edf {
         Some(strand)
     }
 
+    /// Agrees only where EDF order allows it: a periodic strand homed on
+    /// `ctx.cpu`, not throttled, whose deadline is the earliest eligible one
+    /// there (the yielder, queued again, included; ties allowed), or a
+    /// background strand allowed on `ctx.cpu` (from any CPU's queue) while
+    /// no eligible deadline work waits there. Anything else would run a
+    /// strand ahead of an earlier deadline and break the guarantee.
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = state.strands.get(&strand) else {
+            return false;
+        };
+        let Place::Queued(queued_on) = entry.place else {
+            return false;
+        };
+        if !usable_cpus(state.cpu_count(), &entry.spec.affinity).contains(ctx.cpu) {
+            return false;
+        }
+        let earliest = state
+            .earliest_deadline(ctx.cpu, ctx.now)
+            .map(|(_, deadline)| deadline);
+        let reservation = entry.reservation;
+        let Some(queues) = state.cpus.get_mut(queued_on.index()) else {
+            return false;
+        };
+        let taken = match reservation {
+            Some(reservation) => {
+                let first = reservation.home == ctx.cpu
+                    && reservation.eligible_at <= ctx.now
+                    && earliest.is_some_and(|earliest| reservation.deadline <= earliest);
+                let position = queues.deadline.iter().position(|queued| *queued == strand);
+                match position {
+                    Some(position) if first => {
+                        queues.deadline.remove(position);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            None if earliest.is_none() => {
+                remove_from(&mut queues.background, |queued| *queued == strand).is_some()
+            }
+            None => false,
+        };
+        if taken {
+            if let Some(entry) = state.strands.get_mut(&strand) {
+                entry.place = Place::Dispatched;
+            }
+        }
+        taken
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         let state = self.state.lock();
         let Some(running) = current.and_then(|strand| state.strands.get(&strand)) else {
@@ -601,6 +652,9 @@ impl Policy for Edf {
 mod tests {
     use super::*;
     use crate::interface::NANOSECONDS_PER_SECOND;
+    use crate::policies::directed_yield_checks::{
+        hands_over, refuses_and_changes_nothing, CPUS, QUEUED,
+    };
     use crate::sim::{SimConfig, SimErrorKind, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -804,5 +858,100 @@ mod tests {
             assert_eq!(statistics.cpus_used.len(), 1, "{id} migrated");
             assert_eq!(sim.deadline_misses(id), 0);
         }
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(Edf::new(CPUS), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(|| Edf::new(CPUS));
+    }
+
+    #[test]
+    fn a_directed_yield_keeps_deadline_order() {
+        let cpus = 2;
+        let policy = Edf::new(cpus);
+        let at = |now: Nanoseconds, cpu: u16| Context::new(now, CpuId(cpu), cpus);
+        let periodic = |index: u32, period: Nanoseconds| {
+            StrandSpec::new(
+                StrandId::new(index, 0),
+                CpuSet::all(cpus),
+                SchedParams::default().periodic(period, MILLISECOND, 0),
+            )
+        };
+        let (yielder, near, far) = (
+            periodic(0, 10 * MILLISECOND),
+            periodic(1, 5 * MILLISECOND),
+            periodic(2, 20 * MILLISECOND),
+        );
+        let background = StrandSpec::new(
+            StrandId::new(3, 0),
+            CpuSet::all(cpus),
+            SchedParams::default(),
+        );
+        for strand in [&yielder, &near, &far, &background] {
+            policy.strand_created(&at(0, 0), strand).unwrap();
+        }
+        // First fit homes the three periodic strands on CPU 0.
+        policy.unblock(&at(0, 0), yielder.id, CpuId(0));
+        assert_eq!(policy.pick_next(&at(0, 0)), Some(yielder.id));
+        policy.resume(&at(0, 0), yielder.id);
+        for strand in [&near, &far, &background] {
+            policy.unblock(&at(0, 0), strand.id, CpuId(0));
+        }
+        // The yielder spends its whole budget: throttled until its deadline (10 ms).
+        policy.checkpoint(
+            &at(MILLISECOND, 0),
+            yielder.id,
+            CheckpointReason::Yielded,
+            MILLISECOND,
+        );
+        let now = at(MILLISECOND, 0);
+        assert!(
+            !policy.take_for_directed_yield(&now, yielder.id),
+            "throttled"
+        );
+        assert!(
+            !policy.take_for_directed_yield(&now, far.id),
+            "a later deadline while an earlier one waits"
+        );
+        assert!(
+            !policy.take_for_directed_yield(&now, background.id),
+            "background while deadline work waits"
+        );
+        assert!(
+            !policy.take_for_directed_yield(&at(MILLISECOND, 1), near.id),
+            "away from its home CPU"
+        );
+        assert!(
+            policy.take_for_directed_yield(&now, near.id),
+            "the earliest deadline"
+        );
+        policy.resume(&now, near.id);
+        policy.checkpoint(
+            &at(2 * MILLISECOND, 0),
+            near.id,
+            CheckpointReason::Blocked,
+            MILLISECOND,
+        );
+        // Only `far` is eligible deadline work now; then the background may be taken.
+        let later = at(2 * MILLISECOND, 0);
+        assert!(policy.take_for_directed_yield(&later, far.id));
+        policy.resume(&later, far.id);
+        assert!(
+            policy.take_for_directed_yield(&at(2 * MILLISECOND, 1), background.id),
+            "background, pulled from CPU 0's queue to CPU 1"
+        );
+        assert_eq!(
+            policy.pick_next(&at(2 * MILLISECOND, 0)),
+            None,
+            "the throttled yielder waits for its deadline"
+        );
+        assert_eq!(policy.pick_next(&at(10 * MILLISECOND, 0)), Some(yielder.id));
     }
 }

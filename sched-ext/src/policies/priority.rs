@@ -269,6 +269,35 @@ impl Policy for Priority {
         Some(strand)
     }
 
+    /// Takes the named strand only among equals: it must be as urgent (by
+    /// effective level) as the most urgent strand waiting for `ctx.cpu`, the
+    /// just-queued yielder included, so strict priority holds; among equals
+    /// it jumps the waiting-time order. A yield to a less urgent strand is
+    /// refused (the tick would preempt it at once anyway).
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        let mut state = self.state.lock();
+        let Some(entry) = state.strands.get(&strand) else {
+            return false;
+        };
+        let allowed = usable_cpus(state.cpu_count(), &entry.spec.affinity).contains(ctx.cpu);
+        if !matches!(entry.place, Place::Queued(_)) || !allowed {
+            return false;
+        }
+        let level = self.effective_priority(entry, ctx.now);
+        let most_urgent = self.most_urgent(&state, ctx.cpu, ctx.now);
+        if most_urgent.is_some_and(|(_, most_urgent)| most_urgent < level) {
+            return false;
+        }
+        let Some(position) = state.queue.iter().position(|queued| *queued == strand) else {
+            return false;
+        };
+        state.queue.remove(position);
+        if let Some(entry) = state.strands.get_mut(&strand) {
+            entry.place = Place::Dispatched;
+        }
+        true
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         let state = self.state.lock();
         let Some(running) = current.and_then(|strand| state.strands.get(&strand)) else {
@@ -348,6 +377,9 @@ impl Policy for Priority {
 mod tests {
     use super::*;
     use crate::interface::NANOSECONDS_PER_SECOND;
+    use crate::policies::directed_yield_checks::{
+        hands_over, refuses_and_changes_nothing, CPUS, QUEUED,
+    };
     use crate::sim::{SimConfig, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -484,5 +516,45 @@ mod tests {
             let time = sim.strand_statistics(id).cpu_time;
             assert!(time >= 150 * MILLISECOND, "{id} ran only {time} ns");
         }
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(Priority::new(CPUS), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(|| Priority::new(CPUS));
+    }
+
+    #[test]
+    fn a_directed_yield_is_taken_only_among_equally_urgent_strands() {
+        let policy = Priority::without_aging(1);
+        let at = |now| Context::new(now, CpuId(0), 1);
+        let (yielder, lazy, first, second) = (spec(1, 5), spec(2, 9), spec(3, 5), spec(4, 5));
+        for strand in [&yielder, &lazy, &first, &second] {
+            policy.strand_created(&at(0), strand).unwrap();
+        }
+        policy.unblock(&at(0), yielder.id, CpuId(0));
+        assert_eq!(policy.pick_next(&at(0)), Some(yielder.id));
+        policy.resume(&at(0), yielder.id);
+        for strand in [&lazy, &first, &second] {
+            policy.unblock(&at(1), strand.id, CpuId(0));
+        }
+        policy.checkpoint(&at(2), yielder.id, CheckpointReason::Yielded, 2);
+        assert!(
+            !policy.take_for_directed_yield(&at(2), lazy.id),
+            "level 9 while level 5 waits"
+        );
+        assert!(
+            policy.take_for_directed_yield(&at(2), second.id),
+            "an equal jumps the waiting order"
+        );
+        policy.resume(&at(2), second.id);
+        let order: Vec<StrandId> = core::iter::from_fn(|| policy.pick_next(&at(3))).collect();
+        assert_eq!(order, [first.id, yielder.id, lazy.id]);
     }
 }

@@ -305,6 +305,32 @@ impl Policy for RoundRobin {
         Some(waiting.strand)
     }
 
+    /// Takes a strand queued on any CPU, if it may run on `ctx.cpu`: the
+    /// yielder's CPU goes to the strand it names, out of FIFO and service
+    /// order (it is charged as usual at its next checkpoint).
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
+        let cpu_count = state.cpu_count();
+        let Some(entry) = state.strands.get_mut(&strand) else {
+            return false;
+        };
+        let Place::Queued(queued_on) = entry.place else {
+            return false;
+        };
+        if !usable_cpus(cpu_count, &entry.spec.affinity).contains(ctx.cpu) {
+            return false;
+        }
+        let Some(queue) = state.queues.get_mut(queued_on.index()) else {
+            return false;
+        };
+        if remove_from(queue, |waiting| waiting.strand == strand).is_none() {
+            return false;
+        }
+        entry.place = Place::Dispatched;
+        true
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         if ran < self.slice {
             return TickAction::Continue;
@@ -395,6 +421,9 @@ impl Policy for RoundRobin {
 mod tests {
     use super::*;
     use crate::interface::{SchedParams, NANOSECONDS_PER_SECOND};
+    use crate::policies::directed_yield_checks::{
+        hands_over, refuses_and_changes_nothing, CPUS, QUEUED,
+    };
     use crate::sim::{SimConfig, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -515,5 +544,17 @@ mod tests {
         for id in free {
             assert!(sim.strand_statistics(id).cpu_time > 0);
         }
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(RoundRobin::new(CPUS), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(|| RoundRobin::new(CPUS));
     }
 }

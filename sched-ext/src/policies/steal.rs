@@ -376,6 +376,38 @@ impl Policy for Steal {
         self.steal(&cells, ctx.cpu)
     }
 
+    /// Takes the strand out of whichever CPU's queue holds it, if it may run
+    /// on `ctx.cpu`, under that queue's lock (a thief that got there first
+    /// wins, and the yield is refused). Not counted in [`Steal::steals`]:
+    /// the yielder chose the strand, no idle CPU went looking for it.
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        let cells = self.cells.read();
+        let Some(cell) = cells.get(&strand) else {
+            return false;
+        };
+        let allowed = usable_cpus(self.queues.len(), &cell.spec.affinity).contains(ctx.cpu);
+        let runnable = !cell.blocked.load(HINT) && cell.running_on.load(HINT) == NOWHERE;
+        if !allowed || !runnable {
+            return false;
+        }
+        let cpu = cell.queued_on.load(HINT);
+        let Some(queue) = self.queues.get(cpu as usize) else {
+            // In no queue: picked (or being picked) elsewhere.
+            return false;
+        };
+        let mut strands = queue.strands.lock();
+        // `queued_on` only changes under the lock of the queue it names: if
+        // it still names this one, the strand is in it.
+        if cell.queued_on.load(HINT) != cpu
+            || remove_from(&mut strands, |queued| *queued == strand).is_none()
+        {
+            return false;
+        }
+        cell.queued_on.store(NOWHERE, HINT);
+        queue.length.store(strands.len(), HINT);
+        true
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         if current.is_none() {
             return TickAction::Continue;
@@ -464,6 +496,9 @@ impl Policy for Steal {
 mod tests {
     use super::*;
     use crate::interface::{SchedParams, NANOSECONDS_PER_SECOND};
+    use crate::policies::directed_yield_checks::{
+        hands_over, refuses_and_changes_nothing, CPUS, QUEUED,
+    };
     use crate::sim::{SimConfig, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -578,5 +613,27 @@ mod tests {
         );
         assert_eq!(policy.pick_next(&on(1)), None, "and never the pinned one");
         assert_eq!(policy.pick_next(&on(0)), Some(pinned.id));
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(Steal::new(CPUS), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(|| Steal::new(CPUS));
+    }
+
+    #[test]
+    fn a_directed_yield_across_cpus_is_not_a_steal() {
+        use crate::policies::directed_yield_checks::{at, scene, NOW};
+        let policy = scene(Steal::new(CPUS));
+        // QUEUED[1] waits in CPU 1's queue.
+        assert!(policy.take_for_directed_yield(&at(NOW, 0), QUEUED[1]));
+        assert_eq!(policy.steals(), 0);
+        assert_eq!(policy.length(1), 1, "only the pinned strand is left there");
     }
 }

@@ -16,7 +16,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use spin::Mutex;
 
-use super::{bounded_cpu_count, choose_cpu, reserve_list, Place};
+use super::{bounded_cpu_count, choose_cpu, reserve_list, usable_cpus, Place};
 use crate::interface::{
     CheckpointReason, Context, CpuId, CpuSet, ExportedStrand, Nanoseconds, Policy, Refusal,
     StrandId, StrandSpec, StrandState, TickAction, DEFAULT_TICKETS, NANOSECONDS_PER_MILLISECOND,
@@ -368,6 +368,30 @@ impl Policy for Stride {
         Some(strand)
     }
 
+    /// Takes any queued strand that may run on `ctx.cpu`, out of pass order:
+    /// the yielder gives its turn away, not its tickets. Shares still follow
+    /// tickets, because nothing here changes a pass: the taken strand's pass
+    /// advances by what it runs when it is checkpointed as usual, so it
+    /// waits correspondingly longer afterwards, and the yielder was charged
+    /// for its own stint at its checkpoint.
+    fn take_for_directed_yield(&self, ctx: &Context, strand: StrandId) -> bool {
+        let mut state = self.state.lock();
+        state.advance_global(ctx.now, self.quantum);
+        let Some(entry) = state.strands.get(&strand) else {
+            return false;
+        };
+        let allowed = usable_cpus(state.cpu_count, &entry.spec.affinity).contains(ctx.cpu);
+        if !matches!(entry.place, Place::Queued(_)) || !allowed {
+            return false;
+        }
+        let Some(position) = state.queue.iter().position(|queued| *queued == strand) else {
+            return false;
+        };
+        state.queue.remove(position);
+        state.set_place(strand, Place::Dispatched);
+        true
+    }
+
     fn tick(&self, ctx: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         if ran < self.quantum {
             return TickAction::Continue;
@@ -456,6 +480,9 @@ impl Policy for Stride {
 mod tests {
     use super::*;
     use crate::interface::{SchedParams, NANOSECONDS_PER_SECOND};
+    use crate::policies::directed_yield_checks::{
+        hands_over, refuses_and_changes_nothing, CPUS, QUEUED,
+    };
     use crate::sim::{SimConfig, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -641,5 +668,61 @@ mod tests {
             200 * MILLISECOND,
             "late joiner",
         );
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(Stride::new(CPUS), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(|| Stride::new(CPUS));
+    }
+
+    #[test]
+    fn a_strand_taken_out_of_pass_order_pays_for_its_stint() {
+        let policy = Stride::new(1);
+        let at = |now: Nanoseconds| Context::new(now, CpuId(0), 1);
+        let ids: Vec<StrandId> = (0..3).map(|index| StrandId::new(index, 0)).collect();
+        for id in &ids {
+            let spec = StrandSpec::new(*id, CpuSet::all(1), SchedParams::default());
+            policy.strand_created(&at(0), &spec).unwrap();
+            policy.unblock(&at(0), *id, CpuId(0));
+        }
+        let (first, yielder, behind) = (ids[0], ids[1], ids[2]);
+        // `first` runs a quantum, then `yielder` runs one and yields: only `behind` has not run.
+        let mut now = 0;
+        for (strand, reason) in [
+            (first, CheckpointReason::Preempted),
+            (yielder, CheckpointReason::Yielded),
+        ] {
+            assert_eq!(policy.pick_next(&at(now)), Some(strand));
+            policy.resume(&at(now), strand);
+            now += DEFAULT_QUANTUM;
+            policy.checkpoint(&at(now), strand, reason, DEFAULT_QUANTUM);
+        }
+        assert!(policy.lead(first) > policy.lead(behind));
+        let before = policy.lead(first).unwrap();
+        // The yield goes to `first`, out of pass order; its pass advances when it is checkpointed.
+        assert!(policy.take_for_directed_yield(&at(now), first));
+        assert_eq!(
+            policy.lead(first),
+            Some(before),
+            "taking it changes no pass"
+        );
+        policy.resume(&at(now), first);
+        now += DEFAULT_QUANTUM;
+        policy.checkpoint(
+            &at(now),
+            first,
+            CheckpointReason::Preempted,
+            DEFAULT_QUANTUM,
+        );
+        assert!(policy.lead(first) > policy.lead(yielder));
+        let order: Vec<StrandId> = core::iter::from_fn(|| policy.pick_next(&at(now))).collect();
+        assert_eq!(order, [behind, yielder, first], "pass order again");
     }
 }

@@ -74,6 +74,19 @@ impl Policy for Weighted {
         Some(strand.spec.id)
     }
 
+    /// Any runnable strand allowed here, out of virtual-time order: it is charged when it is checkpointed.
+    fn take_for_directed_yield(&self, ctx: &Context, id: StrandId) -> bool {
+        let mut table = self.0.lock();
+        let eligible = |strand: &&mut ExportedStrand| {
+            strand.state == Runnable && strand.spec.affinity.contains(ctx.cpu)
+        };
+        let Some(strand) = table.get_mut(&id).filter(eligible) else {
+            return false;
+        };
+        strand.state = Running(ctx.cpu);
+        true
+    }
+
     fn tick(&self, _: &Context, current: Option<StrandId>, ran: Nanoseconds) -> TickAction {
         match current {
             Some(_) if ran >= SLICE => TickAction::Preempt,
@@ -99,6 +112,7 @@ impl Policy for Weighted {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policies::directed_yield_checks::{hands_over, refuses_and_changes_nothing, QUEUED};
     use crate::sim::{SimConfig, Simulator, Workload};
     use alloc::sync::Arc;
 
@@ -151,5 +165,17 @@ mod tests {
             "worker waited {longest} ns"
         );
         assert!(sim.strand_statistics(sleeper).cpu_time >= 100 * NANOSECONDS_PER_MILLISECOND);
+    }
+
+    #[test]
+    fn a_directed_yield_hands_over_the_named_queued_strand() {
+        for target in QUEUED {
+            hands_over(Weighted::default(), target);
+        }
+    }
+
+    #[test]
+    fn a_directed_yield_refuses_strands_it_may_not_take_and_changes_nothing() {
+        refuses_and_changes_nothing(Weighted::default);
     }
 }
