@@ -24,6 +24,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "sched",
     "swap",
     "watchdog_ms",
+    "budget_ms",
     "strand_count",
     "strand_ms",
     "mixed_ms",
@@ -31,7 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch", "mixed"];
 /// Self-test names `selftest=` accepts.
-pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands"];
+pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands", "strand-ops"];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
 /// it at boot).
 pub const SCHED_NAMES: &[&str] = &[
@@ -43,6 +44,8 @@ pub const SCHED_NAMES: &[&str] = &[
     "steal",
     "weighted",
     // Deliberately broken policies, for the ejection tests.
+    "broken-panic",
+    "broken-hang",
     "broken-drop",
     "broken-foreign",
     "broken-twice",
@@ -109,6 +112,8 @@ pub enum Selftest {
     DispatchChurn,
     /// Strands created, preempted, yielding and exiting on every CPU.
     Strands,
+    /// Join, directed yield and affinity changes.
+    StrandOperations,
 }
 
 /// The compiled-in extensions `extensions=` installs at boot.
@@ -156,6 +161,9 @@ pub struct KernelArgs {
     pub swap_count: usize,
     /// How long a runnable strand may wait before its policy is ejected.
     pub watchdog_ms: u64,
+    /// How long one policy callback may run before its policy is ejected
+    /// (hand-over callbacks get ten times as long).
+    pub budget_ms: u64,
     /// Strands the `strands` self-test creates.
     pub strand_count: u64,
     /// How long each CPU-bound strand of the `strands` self-test computes.
@@ -190,6 +198,7 @@ impl Default for KernelArgs {
             swaps: [(0, "rr"); MAX_SWAPS],
             swap_count: 0,
             watchdog_ms: 2000,
+            budget_ms: 100,
             strand_count: 32,
             strand_ms: 20,
             mixed_ms: 1000,
@@ -364,6 +373,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                 args.selftest = Some(match value.unwrap_or("") {
                     "dispatch-churn" => Selftest::DispatchChurn,
                     "strands" => Selftest::Strands,
+                    "strand-ops" => Selftest::StrandOperations,
                     _ => {
                         return Err(ArgsError::UnknownName {
                             key,
@@ -383,6 +393,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "strand_ms" => args.strand_ms = number(key, value, 1, 600_000)?,
             "mixed_ms" => args.mixed_ms = number(key, value, 1, 600_000)?,
             "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,
+            "budget_ms" => args.budget_ms = number(key, value, 1, 600_000)?,
             "swap" => {
                 let list = value.ok_or_else(|| value_error(key, "needs a value"))?;
                 args.swap_count = 0;

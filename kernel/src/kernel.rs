@@ -172,9 +172,12 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
     }
     match strand::find_policy(args.sched) {
         Some(policy) => strand::init(
+            policy.name,
             (policy.create)(apic_ids.len() as u16),
             args.swaps[..args.swap_count].to_vec(),
             args.watchdog_ms * 1_000_000,
+            args.budget_ms * 1_000_000,
+            args.tick_hz,
         ),
         None => fail(format_args!(
             "sched={}: not in the sched-ext catalogue",
@@ -314,6 +317,14 @@ fn run_and_report(
         }
         problems += found.len();
         kprintln!("kernel: strands self-test done at +{} ms", elapsed_ms());
+    }
+    if let Some(Selftest::StrandOperations) = args.selftest {
+        let found = selftest::strand_operations();
+        for problem in &found {
+            report_problem(format_args!("strand-ops: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: strand-ops self-test done at +{} ms", elapsed_ms());
     }
     if let Some(Selftest::DispatchChurn) = args.selftest {
         let found = selftest::dispatch_churn(args.selftest_ms);

@@ -1,4 +1,4 @@
-//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event; `selftest=strands` runs strands on every CPU.
+//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event; `selftest=strands` runs strands on every CPU; `selftest=strand-ops` checks join, directed yield and affinity changes.
 //!
 //! The workload and its checks are `bench-apps/dispatch`'s `churn` module;
 //! this file runs it on real CPUs, with interrupts on, for `selftest_ms`,
@@ -231,6 +231,23 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
                 "rejected_decisions",
                 counters.rejected_decisions.load(Ordering::Relaxed),
             ),
+            ("policy_faults", crate::strand::policy_faults()),
+            (
+                "directed_yields",
+                counters.directed_yields.load(Ordering::Relaxed),
+            ),
+            (
+                "directed_yields_refused",
+                counters.directed_yields_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "affinity_changes",
+                counters.affinity_changes.load(Ordering::Relaxed),
+            ),
+            (
+                "affinity_refusals",
+                counters.affinity_refusals.load(Ordering::Relaxed),
+            ),
         ];
         for (name, value) in values {
             console::write_scalar_u64(console, name, value);
@@ -279,4 +296,218 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
             Ok(())
         });
     });
+}
+
+/// Children the `strand-ops` parent creates and joins.
+const JOIN_CHILDREN: u64 = 16;
+/// Directed yields each of the `strand-ops` pair makes.
+const DIRECTED_ROUNDS: u64 = 200;
+
+/// `selftest=strand-ops`: join, directed yield and affinity changes, each
+/// checked by the strands themselves; reports `ops.*` scalars and the
+/// `sched.directed_yield` histogram (from a directed yield's call to the
+/// named strand running, on one CPU).
+pub fn strand_operations() -> Vec<String> {
+    use alloc::boxed::Box;
+    use alloc::sync::Arc;
+    use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
+
+    use crate::strand::{self, AffinityError, JoinError};
+
+    let mut problems = Vec::new();
+    let cpus = cpu::cpus_found() as u16;
+    let first = CpuSet::single(CpuId(0));
+    let last_cpu = CpuId(cpus - 1);
+    let last = CpuSet::single(last_cpu);
+    let checks = Arc::new(OperationChecks::default());
+    let handoff = crate::metrics::register("sched.directed_yield", "ns");
+    let mut held = Vec::new();
+    let spawn = |held: &mut Vec<spindle_sched_ext::StrandId>,
+                 problems: &mut Vec<String>,
+                 body: Box<dyn FnOnce() + Send>,
+                 affinity| {
+        match strand::spawn_held(body, affinity, SchedParams::default()) {
+            Ok(id) => held.push(id),
+            Err(error) => problems.push(format!("spawn: {error}")),
+        }
+    };
+
+    // Join: the parent waits for each child, which must have finished.
+    let parent_checks = Arc::clone(&checks);
+    spawn(
+        &mut held,
+        &mut problems,
+        Box::new(move || {
+            let checks = parent_checks;
+            let mut children = Vec::new();
+            for _ in 0..JOIN_CHILDREN {
+                let done = Arc::new(AtomicBool::new(false));
+                let child_done = Arc::clone(&done);
+                let child = Box::new(move || {
+                    compute_for(100_000);
+                    child_done.store(true, Ordering::Release);
+                });
+                if let Ok(id) = strand::spawn_held(child, CpuSet::all(cpus), SchedParams::default())
+                {
+                    strand::start(id);
+                    children.push((id, done));
+                }
+            }
+            for (id, done) in children {
+                if strand::join(id).is_ok() && done.load(Ordering::Acquire) {
+                    checks.joined.fetch_add(1, Ordering::Relaxed);
+                }
+                // Joining an exited strand returns at once.
+                if strand::join(id).is_ok() {
+                    checks.joined_again.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if let Some(me) = strand::current_id() {
+                if strand::join(me) == Err(JoinError::SelfJoin) {
+                    checks.self_join_refused.store(1, Ordering::Relaxed);
+                }
+            }
+        }),
+        CpuSet::all(cpus),
+    );
+
+    // Directed yield: two strands on one CPU hand it to each other.
+    let partner: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let handed_at = Arc::new(AtomicU64::new(0));
+    for side in 0..2usize {
+        let partner = Arc::clone(&partner);
+        let handed_at = Arc::clone(&handed_at);
+        spawn(
+            &mut held,
+            &mut problems,
+            Box::new(move || {
+                for _ in 0..DIRECTED_ROUNDS {
+                    let other = partner[1 - side].load(Ordering::Acquire);
+                    handed_at.store(tsc::now(), Ordering::Release);
+                    strand::yield_to(strand::unpack_id(other));
+                    let started = handed_at.swap(0, Ordering::AcqRel);
+                    if started != 0 {
+                        handoff.record(tsc::cycles_to_ns(tsc::now().saturating_sub(started)));
+                    }
+                }
+            }),
+            last,
+        );
+    }
+    if let [.., a, b] = held[..] {
+        partner[0].store(strand::pack_id(a), Ordering::Release);
+        partner[1].store(strand::pack_id(b), Ordering::Release);
+    }
+
+    // Affinity: a strand moves itself from the first CPU to the last.
+    let mover_checks = Arc::clone(&checks);
+    spawn(
+        &mut held,
+        &mut problems,
+        Box::new(move || {
+            let before = cpu::current_index() as u16;
+            let moved =
+                strand::current_id().is_some_and(|me| strand::set_affinity(me, last).is_ok());
+            let after = cpu::current_index() as u16;
+            if moved && before == 0 && after == last_cpu.0 {
+                mover_checks.moved_itself.store(1, Ordering::Relaxed);
+            }
+            if strand::current_id().is_some_and(|me| {
+                strand::set_affinity(me, CpuSet::empty()) == Err(AffinityError::NoUsableCpu)
+            }) {
+                mover_checks.empty_set_refused.store(1, Ordering::Relaxed);
+            }
+        }),
+        first,
+    );
+    // ... and a blocked strand is moved by another context, then woken.
+    let sleeper_checks = Arc::clone(&checks);
+    spawn(
+        &mut held,
+        &mut problems,
+        Box::new(move || {
+            sleeper_checks.sleeper_ready.store(1, Ordering::Release);
+            while sleeper_checks.sleeper_moved.load(Ordering::Acquire) == 0 {
+                strand::block();
+            }
+            if cpu::current_index() as u16 == last_cpu.0 {
+                sleeper_checks
+                    .moved_while_blocked
+                    .store(1, Ordering::Relaxed);
+            }
+        }),
+        first,
+    );
+    let sleeper = held.last().copied();
+    let spawned = held.len() as u64;
+    for id in held {
+        strand::start(id);
+    }
+    let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
+    while checks.sleeper_ready.load(Ordering::Acquire) == 0 && tsc::now() < deadline {
+        cpu::enable_interrupts_and_halt();
+    }
+    if let Some(sleeper) = sleeper {
+        if let Err(error) = strand::set_affinity(sleeper, last) {
+            problems.push(format!("set_affinity on a blocked strand: {error:?}"));
+        }
+        checks.sleeper_moved.store(1, Ordering::Release);
+        strand::unblock(sleeper);
+    }
+    let counters = &strand::COUNTERS;
+    let none_pending = AtomicU64::new(0);
+    wait_for_strands(&none_pending, 0, STRANDS_TIMEOUT_NS);
+    let created = counters.created.load(Ordering::Relaxed);
+    let exited = counters.exited.load(Ordering::Relaxed);
+    if created != spawned + JOIN_CHILDREN || exited != created {
+        problems.push(format!(
+            "{created} strands created ({} expected), {exited} exited",
+            spawned + JOIN_CHILDREN
+        ));
+    }
+    console::with_console(|console| {
+        let values = [
+            ("ops.joined", checks.joined.load(Ordering::Relaxed)),
+            (
+                "ops.joined_again",
+                checks.joined_again.load(Ordering::Relaxed),
+            ),
+            (
+                "ops.self_join_refused",
+                checks.self_join_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "ops.moved_itself",
+                checks.moved_itself.load(Ordering::Relaxed),
+            ),
+            (
+                "ops.moved_while_blocked",
+                checks.moved_while_blocked.load(Ordering::Relaxed),
+            ),
+            (
+                "ops.empty_set_refused",
+                checks.empty_set_refused.load(Ordering::Relaxed),
+            ),
+            ("ops.join_children", JOIN_CHILDREN),
+            ("ops.directed_rounds", 2 * DIRECTED_ROUNDS),
+        ];
+        for (name, value) in values {
+            console::write_scalar_u64(console, name, value);
+        }
+    });
+    report_scheduler_scalars(created, exited);
+    problems
+}
+
+/// What the `strand-ops` strands found (1: the check held).
+#[derive(Default)]
+struct OperationChecks {
+    joined: AtomicU64,
+    joined_again: AtomicU64,
+    self_join_refused: AtomicU64,
+    moved_itself: AtomicU64,
+    moved_while_blocked: AtomicU64,
+    empty_set_refused: AtomicU64,
+    sleeper_ready: AtomicU64,
+    sleeper_moved: AtomicU64,
 }

@@ -8,7 +8,7 @@ use core::sync::atomic::Ordering;
 use spin::Once;
 
 use crate::arch::interrupts::InterruptFrame;
-use crate::arch::{apic, cpu, tsc};
+use crate::arch::{apic, cpu, recovery, tsc};
 use crate::metrics::{self, PerCpuHistogram};
 
 static LATENESS: Once<&'static PerCpuHistogram> = Once::new();
@@ -20,7 +20,7 @@ pub fn init() {
     crate::arch::interrupts::register_handler(apic::VECTOR_TIMER, on_timer_interrupt);
 }
 
-fn on_timer_interrupt(_frame: &mut InterruptFrame) {
+fn on_timer_interrupt(frame: &mut InterruptFrame) {
     let now = tsc::now();
     let block = cpu::current();
     match apic::timer_arming() {
@@ -42,7 +42,26 @@ fn on_timer_interrupt(_frame: &mut InterruptFrame) {
                 }
                 block.timer_deadline_tsc.store(next, Ordering::Relaxed);
                 apic::arm_deadline(next);
-                crate::strand::on_tick();
+                // Acknowledged before the scheduler's part, so that the next
+                // tick can interrupt extension code the policy's `tick` runs
+                // (the local APIC holds back a vector until its EOI).
+                apic::end_of_interrupt();
+                if recovery::in_guarded_call() {
+                    // Extension code was interrupted: only its budget is
+                    // checked; the scheduler's part waits for the next tick.
+                    let interrupted_depth = block
+                        .interrupt_depth
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(1);
+                    recovery::break_overrun(
+                        frame,
+                        interrupted_depth,
+                        crate::kernel::nanoseconds_since_boot(),
+                    );
+                } else {
+                    crate::strand::on_tick();
+                }
+                return;
             }
         }
         apic::TimerArming::Stopped => {}

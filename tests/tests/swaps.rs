@@ -94,8 +94,12 @@ fn swapping_every_50ms_for_two_seconds_loses_nothing() {
 }
 
 fn expect_ejected(policy: &str, strands: u64, reason: &str) {
+    expect_ejected_at(2, policy, strands, reason);
+}
+
+fn expect_ejected_at(smp: u32, policy: &str, strands: u64, reason: &str) {
     let report = boot_with(
-        2,
+        smp,
         &format!(
             "bench=tsc tsc_samples=1 selftest=strands strand_count={strands} strand_ms=5 \
              sched={policy} watchdog_ms=200"
@@ -114,6 +118,28 @@ fn expect_ejected(policy: &str, strands: u64, reason: &str) {
         report.document["sched"], "rr",
         "{policy} was replaced by rr"
     );
+    let faults = scalar(&report, "policy_faults");
+    if policy == "broken-panic" || policy == "broken-hang" {
+        assert!(faults >= 1, "{policy}: its fault was counted");
+    } else {
+        assert_eq!(faults, 0, "{policy} misbehaves without faulting");
+    }
+}
+
+#[test]
+fn a_panicking_policy_is_ejected_and_the_kernel_goes_on() {
+    expect_ejected("broken-panic", 16, "panicked in pick_next");
+}
+
+#[test]
+fn a_policy_that_never_returns_is_broken_by_the_timer_on_one_cpu() {
+    // One CPU: no other CPU could interrupt it; its own timer does.
+    expect_ejected_at(1, "broken-hang", 16, "never returned from pick_next");
+}
+
+#[test]
+fn a_policy_that_never_returns_on_every_cpu_is_ejected() {
+    expect_ejected_at(4, "broken-hang", 16, "never returned from pick_next");
 }
 
 #[test]

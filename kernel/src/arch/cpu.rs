@@ -308,6 +308,17 @@ pub fn disable_interrupts() -> bool {
     flags & INTERRUPT_FLAG != 0
 }
 
+/// Whether interrupts are enabled on this CPU (RFLAGS.IF).
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reading RFLAGS has no memory effects.
+    unsafe {
+        core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags))
+    };
+    const INTERRUPT_FLAG: u64 = 1 << 9;
+    flags & INTERRUPT_FLAG != 0
+}
+
 /// Restores the interrupt flag saved by `disable_interrupts`.
 pub fn restore_interrupts(were_enabled: bool) {
     if were_enabled {

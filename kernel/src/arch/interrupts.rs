@@ -112,6 +112,13 @@ interrupt_common:
     movq %gs:{interrupt_stack_top}, %rax
     testq %rax, %rax
     jz 1f
+    /* Already on it (an interrupt that arrived while extension code ran
+       with interrupts enabled, see recovery.rs): stay, below the frames
+       already there. */
+    movq %rax, %rcx
+    subq %rsp, %rcx
+    cmpq ${interrupt_stack_size}, %rcx
+    jbe 1f
     movq %rax, %rsp
 1:
     call interrupt_dispatch
@@ -136,6 +143,7 @@ interrupt_common:
     .text
 "#,
     interrupt_stack_top = const super::cpu::INTERRUPT_STACK_TOP_OFFSET,
+    interrupt_stack_size = const super::cpu::INTERRUPT_STACK_SIZE,
     options(att_syntax)
 );
 
@@ -228,6 +236,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) -> *mut InterruptFr
     let per_cpu = cpu::current();
     let depth = per_cpu.interrupt_depth.fetch_add(1, Ordering::Relaxed);
     if frame.vector < FIRST_EXTERNAL_VECTOR {
+        // Extension code that faults is abandoned, not the kernel.
+        if super::recovery::recover_from_exception(frame, depth) {
+            per_cpu.interrupt_depth.fetch_sub(1, Ordering::Relaxed);
+            return frame;
+        }
         crate::exceptions::report_exception(frame, depth);
     }
     let handler = HANDLERS[frame.vector as usize].load(Ordering::Acquire);
@@ -241,9 +254,11 @@ extern "C" fn interrupt_dispatch(frame: &mut InterruptFrame) -> *mut InterruptFr
         handler(frame);
     }
     per_cpu.interrupt_depth.fetch_sub(1, Ordering::Relaxed);
-    if depth == 0 {
+    if depth == 0 && !super::recovery::in_guarded_call() {
         // The outermost interrupt may hand the CPU to another strand: its
-        // frame is the one `interrupt_common` resumes.
+        // frame is the one `interrupt_common` resumes. Not while extension
+        // code runs on this CPU (the scheduler is not reentrant; it runs
+        // when that code returns).
         return crate::strand::on_interrupt_exit(frame);
     }
     frame as *mut InterruptFrame

@@ -9,5 +9,6 @@ pub mod interrupts;
 pub mod paging;
 pub mod pit;
 pub mod pvh;
+pub mod recovery;
 pub mod smp;
 pub mod tsc;

@@ -39,7 +39,9 @@ use crate::arch::{apic, context, cpu};
 use crate::metrics::{self, PerCpuHistogram};
 use crate::sync::{irq_mutex, IrqMutex};
 
+mod calls;
 mod swap;
+use calls::Callback;
 pub use swap::{current_policy, find_policy, swap_log};
 
 /// Bytes of stack each strand gets (plus a guard page below).
@@ -52,6 +54,10 @@ const REQUEST_EXIT: u64 = 2;
 const REQUEST_PREEMPT: u64 = 3;
 /// The strand blocks (`rdi`: a wake-up deadline in ns since boot, or 0).
 const REQUEST_BLOCK: u64 = 4;
+/// Directed yield (`rdi`: the packed identifier of the strand to run).
+const REQUEST_YIELD_TO: u64 = 5;
+/// The strand's affinity changed: it leaves the CPU to be admitted again.
+const REQUEST_READMIT: u64 = 6;
 /// How many wrong answers of `pick_next` one scheduling pass tolerates.
 const PICK_ATTEMPTS: usize = 4;
 
@@ -71,7 +77,13 @@ struct Strand {
     last_cpu: AtomicU32,
     /// Address of the saved frame while not running.
     frame: AtomicU64,
-    affinity: CpuSet,
+    /// The CPUs it may run on (changed only while no policy queue holds it:
+    /// see [`set_affinity`]).
+    affinity: IrqMutex<CpuSet>,
+    /// An affinity change waiting for the strand to leave its CPU or wake.
+    pending_affinity: IrqMutex<Option<CpuSet>>,
+    /// Strands waiting in [`join`] for this one to exit.
+    joiners: IrqMutex<Vec<StrandId>>,
     /// The parameters it was created with (for hand-overs).
     params: SchedParams,
     /// CPU time so far: the sum of the stints its checkpoints reported.
@@ -91,6 +103,13 @@ struct Strand {
     /// The code to run, taken by the strand's first instruction.
     body: IrqMutex<Option<Box<dyn FnOnce() + Send>>>,
     _stack: GuardedStack,
+}
+
+impl Strand {
+    /// The CPUs it may run on now.
+    fn affinity(&self) -> CpuSet {
+        *self.affinity.lock()
+    }
 }
 
 /// A slot of the strand table; the generation makes stale identifiers miss.
@@ -139,6 +158,14 @@ pub struct Counters {
     pub swaps: AtomicU64,
     /// Policies ejected.
     pub ejections: AtomicU64,
+    /// Directed yields the policy granted (the named strand ran next).
+    pub directed_yields: AtomicU64,
+    /// Directed yields refused (the caller just yielded).
+    pub directed_yields_refused: AtomicU64,
+    /// Affinity changes that landed.
+    pub affinity_changes: AtomicU64,
+    /// Affinity changes the policy refused.
+    pub affinity_refusals: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -150,6 +177,10 @@ pub static COUNTERS: Counters = Counters {
     rejected_decisions: AtomicU64::new(0),
     swaps: AtomicU64::new(0),
     ejections: AtomicU64::new(0),
+    directed_yields: AtomicU64::new(0),
+    directed_yields_refused: AtomicU64::new(0),
+    affinity_changes: AtomicU64::new(0),
+    affinity_refusals: AtomicU64::new(0),
 };
 
 /// Why a strand could not be created.
@@ -178,9 +209,17 @@ impl fmt::Display for SpawnError {
 /// Starts the scheduler with `policy` (bootstrap processor, before the
 /// first strand is created; the other CPUs pick strands up from their next
 /// interrupt on).
-pub fn init(policy: Box<dyn Policy>, schedule: Vec<(u64, &'static str)>, watchdog_ns: u64) {
+pub fn init(
+    name: &'static str,
+    policy: Box<dyn Policy>,
+    schedule: Vec<(u64, &'static str)>,
+    watchdog_ns: u64,
+    budget_ns: u64,
+    tick_hz: u64,
+) {
     interrupts::register_handler(context::VECTOR_SWITCH, |_frame| {});
-    swap::init(policy.name(), schedule, watchdog_ns);
+    swap::init(name, schedule, watchdog_ns);
+    calls::init(budget_ns, tick_hz);
     WAKE_LOCAL.call_once(|| metrics::register("sched.wake.local", "ns"));
     WAKE_REMOTE.call_once(|| metrics::register("sched.wake.remote", "ns"));
     TIMER_LATENESS.call_once(|| metrics::register("sched.timer_lateness", "ns"));
@@ -202,14 +241,18 @@ fn policy_context() -> Context {
     )
 }
 
-/// Packs a strand identifier into one register.
-fn pack(id: StrandId) -> u64 {
+/// Packs a strand identifier into one register (or one atomic).
+pub fn pack_id(id: StrandId) -> u64 {
     u64::from(id.index()) | u64::from(id.generation()) << 32
 }
 
-fn unpack(packed: u64) -> StrandId {
+/// The identifier [`pack_id`] packed.
+pub fn unpack_id(packed: u64) -> StrandId {
     StrandId::new(packed as u32, (packed >> 32) as u32)
 }
+
+use pack_id as pack;
+use unpack_id as unpack;
 
 /// The strand called `id`, if it still exists.
 fn lookup(id: StrandId) -> Option<Arc<Strand>> {
@@ -277,7 +320,9 @@ pub fn spawn_held(
                 running_on: AtomicU32::new(cpu::NO_CPU),
                 last_cpu: AtomicU32::new(cpu::NO_CPU),
                 frame: AtomicU64::new(frame),
-                affinity,
+                affinity: irq_mutex(affinity),
+                pending_affinity: irq_mutex(None),
+                joiners: irq_mutex(Vec::new()),
                 params,
                 run_time: AtomicU64::new(0),
                 runnable_since: AtomicU64::new(0),
@@ -293,7 +338,12 @@ pub fn spawn_held(
             strand
         };
         let spec = StrandSpec::new(strand.id, affinity, params);
-        if let Err(refusal) = policy.strand_created(&policy_context(), &spec) {
+        let context = policy_context();
+        // A policy that faults here has accepted the strand: the fallback
+        // takes it over from the kernel's table.
+        if let Some(Err(refusal)) = calls::call(&policy, Callback::StrandCreated, |policy| {
+            policy.strand_created(&context, &spec)
+        }) {
             remove_from_table(strand.id);
             return Err(SpawnError::Refused(refusal.0));
         }
@@ -324,12 +374,19 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
         let context = policy_context();
         strand.wake_token.store(false, Ordering::SeqCst);
         strand.runnable_since.store(context.now, Ordering::Relaxed);
+        // Still blocked for the policy: an affinity change lands now.
+        readmit(policy, &context, strand);
+        let affinity = strand.affinity();
         let last = strand.last_cpu.load(Ordering::Relaxed);
         let previous = (last != cpu::NO_CPU).then_some(CpuId(last as u16));
-        let mut target = policy.select_cpu(&context, strand.id, previous, &strand.affinity);
-        if !strand.affinity.contains(target) || usize::from(target.0) >= cpu::cpus_found() {
+        let fallback = affinity.first().unwrap_or(context.cpu);
+        let mut target = calls::call(policy, Callback::SelectCpu, |policy| {
+            policy.select_cpu(&context, strand.id, previous, &affinity)
+        })
+        .unwrap_or(fallback);
+        if !affinity.contains(target) || usize::from(target.0) >= cpu::cpus_found() {
             COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
-            target = strand.affinity.first().unwrap_or(context.cpu);
+            target = fallback;
         }
         if measured {
             strand
@@ -337,14 +394,51 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
                 .store(target != context.cpu, Ordering::Relaxed);
             strand.woken_at.store(context.now.max(1), Ordering::Relaxed);
         }
-        policy.unblock(&context, strand.id, target);
-        let mut wanted = policy.wants_wakeup(&context);
+        calls::call(policy, Callback::Unblock, |policy| {
+            policy.unblock(&context, strand.id, target)
+        });
+        let mut wanted = wanted_cpus(policy, &context);
         wanted.insert(target);
         wanted.remove(context.cpu);
         for cpu_to_wake in wanted.iter() {
             kick(cpu_to_wake);
         }
     });
+}
+
+/// Applies a pending affinity change to a strand that no policy queue
+/// holds (it is blocked for the policy): the policy forgets the strand and
+/// admits it again with its new CPUs (`strand_exited`, `strand_created`),
+/// so that every policy handles the change with the events it already has.
+/// If the policy refuses the new CPUs (EDF's admission control), the old
+/// ones stay and the strand is admitted again with them.
+fn readmit(policy: &Arc<dyn Policy>, context: &Context, strand: &Strand) {
+    let Some(new) = strand.pending_affinity.lock().take() else {
+        return;
+    };
+    let old = strand.affinity();
+    calls::call(policy, Callback::StrandExited, |policy| {
+        policy.strand_exited(context, strand.id)
+    });
+    *strand.affinity.lock() = new;
+    let admit = |affinity: CpuSet| {
+        let spec = StrandSpec::new(strand.id, affinity, strand.params);
+        calls::call(policy, Callback::StrandCreated, |policy| {
+            policy.strand_created(context, &spec)
+        })
+    };
+    match admit(new) {
+        Some(Err(_refusal)) => {
+            COUNTERS.affinity_refusals.fetch_add(1, Ordering::Relaxed);
+            *strand.affinity.lock() = old;
+            if let Some(Err(_)) = admit(old) {
+                reject("refused to take back a strand it held");
+            }
+        }
+        _ => {
+            COUNTERS.affinity_changes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Sends CPU `target` a wake-up interrupt (its scheduler runs after it).
@@ -373,6 +467,79 @@ extern "C" fn strand_entry(packed: u64) -> ! {
 /// "yielded"). From a CPU's own context it just runs the scheduler.
 pub fn yield_now() {
     context::request_switch(REQUEST_YIELD, 0);
+}
+
+/// Directed yield (the Aegis exokernel's `Yield`): hands this CPU to strand
+/// `target` if the policy agrees (`take_for_directed_yield`) and the
+/// scheduler's checks pass; otherwise it is a plain [`yield_now`]. Either
+/// way the caller stays runnable.
+pub fn yield_to(target: StrandId) {
+    context::request_switch(REQUEST_YIELD_TO, pack(target));
+}
+
+/// Why [`join`] could not wait.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinError {
+    /// Only a strand can wait (a CPU's own context cannot block).
+    NotAStrand,
+    /// A strand cannot wait for itself.
+    SelfJoin,
+}
+
+/// Waits until strand `id` has exited (at once if it already has: a stale
+/// identifier names an exited strand).
+pub fn join(id: StrandId) -> Result<(), JoinError> {
+    let me = current_id().ok_or(JoinError::NotAStrand)?;
+    if me == id {
+        return Err(JoinError::SelfJoin);
+    }
+    let Some(target) = lookup(id) else {
+        return Ok(());
+    };
+    {
+        // The exit path marks the strand exited before it takes this list,
+        // so a joiner either sees the mark or is on the list it wakes.
+        let mut joiners = target.joiners.lock();
+        if target.state.load(Ordering::Acquire) == EXITED {
+            return Ok(());
+        }
+        joiners.push(me);
+    }
+    // Another wake-up may end a block early: wait until the mark is there.
+    while target.state.load(Ordering::Acquire) != EXITED {
+        block();
+    }
+    Ok(())
+}
+
+/// Why [`set_affinity`] refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AffinityError {
+    /// No such strand (it exited).
+    NoSuchStrand,
+    /// The set names no CPU that is online.
+    NoUsableCpu,
+}
+
+/// Changes the CPUs strand `id` may run on. The change lands when no policy
+/// queue holds the strand: at once for the calling strand (it leaves its
+/// CPU for the policy to admit it again), at its next wake-up for a blocked
+/// one, and when it next leaves a CPU for a runnable one. A policy that
+/// refuses the new set keeps the old one (counted in `affinity_refusals`).
+pub fn set_affinity(id: StrandId, affinity: CpuSet) -> Result<(), AffinityError> {
+    let usable: CpuSet = affinity
+        .iter()
+        .filter(|cpu| usize::from(cpu.0) < cpu::cpus_found())
+        .collect();
+    if usable.is_empty() {
+        return Err(AffinityError::NoUsableCpu);
+    }
+    let strand = lookup(id).ok_or(AffinityError::NoSuchStrand)?;
+    *strand.pending_affinity.lock() = Some(usable);
+    if current_id() == Some(id) {
+        context::request_switch(REQUEST_READMIT, 0);
+    }
+    Ok(())
 }
 
 /// The strand running on this CPU, if any.
@@ -424,6 +591,11 @@ pub fn unblock(id: StrandId) -> bool {
 fn unblock_strand(policy: &Arc<dyn Policy>, strand: &Strand) {
     strand.wake_token.store(true, Ordering::SeqCst);
     wake(policy, strand, true);
+}
+
+/// Policy calls abandoned so far (panics, CPU exceptions, budget overruns).
+pub fn policy_faults() -> u64 {
+    calls::FAULTS.load(Ordering::Relaxed)
 }
 
 /// CPU time strand `id` has used so far (stints ended by a checkpoint).
@@ -516,12 +688,19 @@ pub fn on_tick() {
     let current = scheduler.current.as_ref().map(|strand| strand.id);
     let ran = context.now.saturating_sub(scheduler.stint_start);
     // Idle CPUs tick too (with no current strand): balancing policies use it.
-    let answer = policy.tick(&context, current, ran);
-    if answer == TickAction::Preempt && current.is_some() {
+    let answer = calls::call(&policy, Callback::Tick, |policy| {
+        policy.tick(&context, current, ran)
+    });
+    let affinity_pending = scheduler
+        .current
+        .as_ref()
+        .is_some_and(|strand| strand.pending_affinity.lock().is_some());
+    if (answer == Some(TickAction::Preempt) || affinity_pending) && current.is_some() {
+        // A pending affinity change lands when the strand leaves the CPU.
         scheduler.request = REQUEST_PREEMPT;
     }
     drop(scheduler);
-    kick_wanted(&*policy, &context);
+    kick_wanted(&policy, &context);
     wake_due_sleepers(context.now);
     if context.cpu.0 == 0 {
         swap::on_bootstrap_tick(context.now);
@@ -530,12 +709,20 @@ pub fn on_tick() {
 
 /// Interrupts the CPUs the policy asked to have woken (its answer clears as
 /// it is read, so this follows every call that may set it).
-fn kick_wanted(policy: &dyn Policy, context: &Context) {
-    for wanted in policy.wants_wakeup(context).iter() {
+fn kick_wanted(policy: &Arc<dyn Policy>, context: &Context) {
+    for wanted in wanted_cpus(policy, context).iter() {
         if wanted != context.cpu {
             kick(wanted);
         }
     }
+}
+
+/// The CPUs the policy wants interrupted (none if it faults).
+fn wanted_cpus(policy: &Arc<dyn Policy>, context: &Context) -> CpuSet {
+    calls::call(policy, Callback::WantsWakeup, |policy| {
+        policy.wants_wakeup(context)
+    })
+    .unwrap_or_default()
 }
 
 fn remove_from_table(id: StrandId) {
@@ -584,12 +771,21 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             BUSY[me].fetch_add(ran, Ordering::Relaxed);
             if request == REQUEST_BLOCK {
                 block_current(&policy, &context, current, ran, frame.rdi);
-                return resume_next(&policy, &context, &mut scheduler, me);
+                return resume_next(&policy, &context, &mut scheduler, me, None);
             }
             let exited = request == REQUEST_EXIT;
+            if !exited && (request == REQUEST_READMIT || current.pending_affinity.lock().is_some())
+            {
+                // Off the CPU as blocked, so that no queue holds it, then
+                // woken: the wake-up admits it again with its new CPUs.
+                block_current(&policy, &context, Arc::clone(&current), ran, 0);
+                wake(&policy, &current, false);
+                return resume_next(&policy, &context, &mut scheduler, me, None);
+            }
+            let directed = (request == REQUEST_YIELD_TO).then(|| unpack(frame.rdi));
             let (state, reason) = match request {
                 REQUEST_EXIT => (EXITED, CheckpointReason::Exited),
-                REQUEST_YIELD => (RUNNABLE, CheckpointReason::Yielded),
+                REQUEST_YIELD | REQUEST_YIELD_TO => (RUNNABLE, CheckpointReason::Yielded),
                 _ => (RUNNABLE, CheckpointReason::Preempted),
             };
             current.run_time.fetch_add(ran, Ordering::Relaxed);
@@ -599,18 +795,27 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             // is free, and another CPU may resume it as soon as the policy
             // hands it out.
             current.running_on.store(cpu::NO_CPU, Ordering::Release);
-            policy.checkpoint(&context, current.id, reason, ran);
+            calls::call(&policy, Callback::Checkpoint, |policy| {
+                policy.checkpoint(&context, current.id, reason, ran)
+            });
             if exited {
-                policy.strand_exited(&context, current.id);
+                calls::call(&policy, Callback::StrandExited, |policy| {
+                    policy.strand_exited(&context, current.id)
+                });
                 let id = current.id;
+                let joiners = core::mem::take(&mut *current.joiners.lock());
                 drop(current);
                 remove_from_table(id);
                 COUNTERS.exited.fetch_add(1, Ordering::Relaxed);
+                for joiner in joiners.into_iter().filter_map(lookup) {
+                    unblock_strand(&policy, &joiner);
+                }
             }
+            return resume_next(&policy, &context, &mut scheduler, me, directed);
         }
         None => scheduler.idle_frame = frame_address,
     }
-    resume_next(&policy, &context, &mut scheduler, me)
+    resume_next(&policy, &context, &mut scheduler, me, None)
 }
 
 /// Takes the running strand off this CPU as blocked: SPIN's Block, then
@@ -624,8 +829,12 @@ fn block_current(
     deadline: u64,
 ) {
     current.run_time.fetch_add(ran, Ordering::Relaxed);
-    policy.block(context, current.id);
-    policy.checkpoint(context, current.id, CheckpointReason::Blocked, ran);
+    calls::call(policy, Callback::Block, |policy| {
+        policy.block(context, current.id)
+    });
+    calls::call(policy, Callback::Checkpoint, |policy| {
+        policy.checkpoint(context, current.id, CheckpointReason::Blocked, ran)
+    });
     let sequence = current.sleep_sequence.fetch_add(1, Ordering::AcqRel) + 1;
     current.sleep_deadline.store(deadline, Ordering::Relaxed);
     current.state.store(BLOCKED, Ordering::SeqCst);
@@ -648,9 +857,13 @@ fn resume_next(
     context: &Context,
     scheduler: &mut CpuScheduler,
     me: usize,
+    directed: Option<StrandId>,
 ) -> *mut InterruptFrame {
     let context = *context;
-    let resumed = match pick_verified(&**policy, &context, me) {
+    let chosen = directed
+        .and_then(|target| take_directed(policy, &context, me, target))
+        .or_else(|| pick_verified(policy, &context, me));
+    let resumed = match chosen {
         Some(next) => {
             let next_frame = next.frame.load(Ordering::Relaxed);
             scheduler.stint_start = context.now;
@@ -658,11 +871,13 @@ fn resume_next(
             next_frame as *mut InterruptFrame
         }
         None => {
-            policy.cpu_idle(&context);
+            calls::call(policy, Callback::CpuIdle, |policy| {
+                policy.cpu_idle(&context)
+            });
             scheduler.idle_frame as *mut InterruptFrame
         }
     };
-    kick_wanted(&**policy, &context);
+    kick_wanted(policy, &context);
     resumed
 }
 
@@ -670,74 +885,119 @@ fn resume_next(
 /// exists, is runnable, may run on this CPU, and no other CPU is on its
 /// stack. Refused answers are counted and the strand is queued again on a
 /// CPU it may run on, so that a wrong answer loses nothing.
-fn pick_verified(policy: &dyn Policy, context: &Context, me: usize) -> Option<Arc<Strand>> {
+fn pick_verified(policy: &Arc<dyn Policy>, context: &Context, me: usize) -> Option<Arc<Strand>> {
     for _ in 0..PICK_ATTEMPTS {
-        let id = policy.pick_next(context)?;
-        let Some(strand) = lookup(id) else {
-            reject(policy, "returned a strand it does not hold");
-            continue;
-        };
-        let state = strand.state.load(Ordering::Acquire);
-        if state != RUNNABLE || !strand.affinity.contains(context.cpu) {
-            if state == RUNNABLE {
-                reject(policy, "returned a strand for a CPU outside its affinity");
-                requeue(policy, context, &strand);
-            } else if state == RUNNING {
-                reject(policy, "returned a strand that is already running");
-            } else {
-                reject(policy, "returned a strand that is not runnable");
-            }
-            continue;
+        let id = calls::call(policy, Callback::PickNext, |policy| {
+            policy.pick_next(context)
+        })??;
+        if let Some(strand) = claim(policy, context, me, id) {
+            return Some(strand);
         }
-        if strand
-            .running_on
-            .compare_exchange(cpu::NO_CPU, me as u32, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            reject(policy, "returned a strand that is already running");
-            continue;
-        }
-        strand.state.store(RUNNING, Ordering::Release);
-        let woken_at = strand.woken_at.swap(0, Ordering::Relaxed);
-        if woken_at != 0 {
-            let histogram = if strand.woken_remotely.load(Ordering::Relaxed) {
-                WAKE_REMOTE.get()
-            } else {
-                WAKE_LOCAL.get()
-            };
-            if let Some(histogram) = histogram {
-                histogram.record(context.now.saturating_sub(woken_at));
-            }
-        }
-        let deadline = strand.sleep_deadline.swap(0, Ordering::Relaxed);
-        if deadline != 0 {
-            if let Some(histogram) = TIMER_LATENESS.get() {
-                histogram.record(context.now.saturating_sub(deadline));
-            }
-        }
-        let last = strand.last_cpu.swap(me as u32, Ordering::Relaxed);
-        if last != cpu::NO_CPU && last != me as u32 {
-            COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
-        }
-        policy.resume(context, strand.id);
-        COUNTERS.context_switches.fetch_add(1, Ordering::Relaxed);
-        return Some(strand);
     }
     None
 }
 
+/// A directed yield to `target`: the strand, if the policy agrees to hand
+/// it over and it passes the same checks as `pick_next`'s answers.
+fn take_directed(
+    policy: &Arc<dyn Policy>,
+    context: &Context,
+    me: usize,
+    target: StrandId,
+) -> Option<Arc<Strand>> {
+    let agreed = calls::call(policy, Callback::DirectedYield, |policy| {
+        policy.take_for_directed_yield(context, target)
+    }) == Some(true);
+    if !agreed {
+        COUNTERS
+            .directed_yields_refused
+            .fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let strand = claim(policy, context, me, target)?;
+    COUNTERS.directed_yields.fetch_add(1, Ordering::Relaxed);
+    Some(strand)
+}
+
+/// Re-checks that strand `id`, which the policy handed out for this CPU,
+/// exists, is runnable, may run here and is on no other CPU; then marks it
+/// running here and raises Resume. A refused answer is counted and has the
+/// policy ejected; a runnable strand refused for its affinity is queued
+/// again, so that nothing is lost.
+fn claim(
+    policy: &Arc<dyn Policy>,
+    context: &Context,
+    me: usize,
+    id: StrandId,
+) -> Option<Arc<Strand>> {
+    let Some(strand) = lookup(id) else {
+        reject("returned a strand it does not hold");
+        return None;
+    };
+    let state = strand.state.load(Ordering::Acquire);
+    if state != RUNNABLE || !strand.affinity().contains(context.cpu) {
+        if state == RUNNABLE {
+            reject("returned a strand for a CPU outside its affinity");
+            requeue(policy, context, &strand);
+        } else if state == RUNNING {
+            reject("returned a strand that is already running");
+        } else {
+            reject("returned a strand that is not runnable");
+        }
+        return None;
+    }
+    if strand
+        .running_on
+        .compare_exchange(cpu::NO_CPU, me as u32, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        reject("returned a strand that is already running");
+        return None;
+    }
+    strand.state.store(RUNNING, Ordering::Release);
+    let woken_at = strand.woken_at.swap(0, Ordering::Relaxed);
+    if woken_at != 0 {
+        let histogram = if strand.woken_remotely.load(Ordering::Relaxed) {
+            WAKE_REMOTE.get()
+        } else {
+            WAKE_LOCAL.get()
+        };
+        if let Some(histogram) = histogram {
+            histogram.record(context.now.saturating_sub(woken_at));
+        }
+    }
+    let deadline = strand.sleep_deadline.swap(0, Ordering::Relaxed);
+    if deadline != 0 {
+        if let Some(histogram) = TIMER_LATENESS.get() {
+            histogram.record(context.now.saturating_sub(deadline));
+        }
+    }
+    let last = strand.last_cpu.swap(me as u32, Ordering::Relaxed);
+    if last != cpu::NO_CPU && last != me as u32 {
+        COUNTERS.migrations.fetch_add(1, Ordering::Relaxed);
+    }
+    calls::call(policy, Callback::Resume, |policy| {
+        policy.resume(context, strand.id)
+    });
+    COUNTERS.context_switches.fetch_add(1, Ordering::Relaxed);
+    Some(strand)
+}
+
 /// Counts a refused answer and has the policy ejected for it.
-fn reject(policy: &dyn Policy, reason: &'static str) {
+fn reject(reason: &'static str) {
     COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
-    swap::request_ejection(policy.name(), reason);
+    swap::request_ejection(swap::current_policy(), reason);
 }
 
 /// Queues a runnable strand again after a refused answer.
-fn requeue(policy: &dyn Policy, context: &Context, strand: &Strand) {
-    let target = if strand.affinity.contains(context.cpu) {
+fn requeue(policy: &Arc<dyn Policy>, context: &Context, strand: &Strand) {
+    let affinity = strand.affinity();
+    let target = if affinity.contains(context.cpu) {
         context.cpu
     } else {
-        strand.affinity.first().unwrap_or(context.cpu)
+        affinity.first().unwrap_or(context.cpu)
     };
-    policy.unblock(context, strand.id, target);
+    calls::call(policy, Callback::Unblock, |policy| {
+        policy.unblock(context, strand.id, target)
+    });
 }

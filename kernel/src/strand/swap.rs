@@ -30,6 +30,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use spindle_sched_ext::{CpuId, ExportedStrand, PolicyInfo, StrandSpec, StrandState};
 
+use super::calls::{self, Callback};
 use super::{kick, policy_context, Strand, BLOCKED, COUNTERS, POLICY, RUNNABLE, RUNNING, STRANDS};
 use crate::arch::{cpu, tsc};
 use crate::metrics::{self, PerCpuHistogram};
@@ -295,12 +296,15 @@ fn perform(request: Request, record: &mut SwapRecord) {
     let old = POLICY.lock().clone();
     let handover = match (request.ejection, old) {
         (None, Some(old)) => {
-            let exported = old.export(&context);
-            if matches_kernel_view(&exported, &kernel) {
-                exported
-            } else {
-                record.kernel_view = true;
-                kernel
+            // A faulting export is no hand-over: the kernel's view is used,
+            // and the old policy is quarantined with the swap's completion.
+            let exported = calls::call(&old, Callback::Export, |policy| policy.export(&context));
+            match exported {
+                Some(exported) if matches_kernel_view(&exported, &kernel) => exported,
+                _ => {
+                    record.kernel_view = true;
+                    kernel
+                }
             }
         }
         _ => {
@@ -309,18 +313,28 @@ fn perform(request: Request, record: &mut SwapRecord) {
         }
     };
     record.strands = handover.len();
-    let new = (info.create)(context.cpu_count);
-    match new.import(&context, handover) {
-        Ok(()) => {
-            *POLICY.lock() = Some(alloc::sync::Arc::from(new));
+    let new: alloc::sync::Arc<dyn spindle_sched_ext::Policy> =
+        alloc::sync::Arc::from((info.create)(context.cpu_count));
+    let imported = calls::call_policy(&new, Callback::Import, |policy| {
+        policy.import(&context, handover)
+    });
+    match imported {
+        Ok(Ok(())) => {
+            let old = POLICY.lock().replace(new);
             *CURRENT.lock() = info.name;
+            calls::policy_installed();
+            drop(old);
             if record.ejection.is_some() {
                 COUNTERS.ejections.fetch_add(1, Ordering::Relaxed);
             } else {
                 COUNTERS.swaps.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Err(refusal) => record.failed = Some(refusal.0),
+        Ok(Err(refusal)) => record.failed = Some(refusal.0),
+        Err(reason) => {
+            crate::kprintln!("kernel: policy {} {reason} during a hand-over", info.name);
+            record.failed = Some(reason);
+        }
     }
 }
 
@@ -342,7 +356,7 @@ fn exported(strand: &Strand) -> Option<ExportedStrand> {
         _ => return None,
     };
     Some(ExportedStrand {
-        spec: StrandSpec::new(strand.id, strand.affinity, strand.params),
+        spec: StrandSpec::new(strand.id, strand.affinity(), strand.params),
         state,
         virtual_time: 0,
         absolute_deadline: None,
