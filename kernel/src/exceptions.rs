@@ -111,12 +111,12 @@ fn report_fault(frame: &InterruptFrame, name: &str, fault_address: Option<u64>, 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
+    let (file, line) = info
+        .location()
+        .map_or(("?", 0), |location| (location.file(), location.line()));
     if crate::arch::recovery::panic_is_recoverable() {
         // Extension code panicked: say so, and return to the kernel code
         // that called it (arch/recovery.rs); the caller ejects it.
-        let (file, line) = info
-            .location()
-            .map_or(("?", 0), |location| (location.file(), location.line()));
         crate::kprintln!(
             "kernel: extension code panicked on cpu {} at {file}:{line}: {}",
             cpu::current_index(),
@@ -126,9 +126,6 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     }
     claim_report();
     let cpu_index = cpu::current_index();
-    let (file, line) = info
-        .location()
-        .map_or(("?", 0), |location| (location.file(), location.line()));
     console::with_console_for_report(|console| {
         let _ = writeln!(
             console,

@@ -159,7 +159,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
                             strand::yield_now();
                             a = partner.load(Ordering::Acquire);
                         }
-                        strand::unblock(StrandId::new(a as u32, (a >> 32) as u32));
+                        strand::unblock(strand::unpack_id(a));
                     }
                     shared.finished.fetch_add(1, Ordering::Relaxed);
                 },
@@ -184,10 +184,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
             },
         );
         if let Some(a) = a {
-            partner_of_b.store(
-                u64::from(a.index()) | u64::from(a.generation()) << 32,
-                Ordering::Release,
-            );
+            partner_of_b.store(strand::pack_id(a), Ordering::Release);
         }
     }
 

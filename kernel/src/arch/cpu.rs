@@ -299,12 +299,14 @@ pub fn enable_interrupts() {
     unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
 }
 
+/// RFLAGS.IF (Intel SDM Vol. 1 §3.4.3.3).
+const INTERRUPT_FLAG: u64 = 1 << 9;
+
 /// Disables interrupts on the calling CPU; returns whether they were on.
 pub fn disable_interrupts() -> bool {
     let flags: u64;
     // SAFETY: reading RFLAGS and clearing IF have no memory effects.
     unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) flags, options(nomem)) };
-    const INTERRUPT_FLAG: u64 = 1 << 9;
     flags & INTERRUPT_FLAG != 0
 }
 
@@ -315,7 +317,6 @@ pub fn interrupts_enabled() -> bool {
     unsafe {
         core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags))
     };
-    const INTERRUPT_FLAG: u64 = 1 << 9;
     flags & INTERRUPT_FLAG != 0
 }
 

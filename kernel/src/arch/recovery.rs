@@ -47,7 +47,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::cpu;
-use super::interrupts::InterruptFrame;
+use super::interrupts::{InterruptFrame, VECTOR_DOUBLE_FAULT, VECTOR_MACHINE_CHECK, VECTOR_NMI};
 
 /// Registers `spindle_guarded_call` saves (offsets used by the assembly).
 #[repr(C)]
@@ -228,7 +228,7 @@ pub fn guarded<R, F: FnOnce() -> R>(
     work: F,
 ) -> Result<R, Fault> {
     let block = cpu::current();
-    let point = &POINTS[block.index.load(Ordering::Relaxed) as usize];
+    let point = this_cpu_point();
     assert!(
         point.armed.load(Ordering::Relaxed) == 0,
         "a guarded call inside another one"
@@ -269,31 +269,28 @@ pub fn guarded<R, F: FnOnce() -> R>(
     Err(Fault::decode(point.fault.load(Ordering::Relaxed)))
 }
 
+/// The calling CPU's recovery point.
+fn this_cpu_point() -> &'static RecoveryPoint {
+    &POINTS[cpu::current_index()]
+}
+
 /// The recovery point of this CPU, if extension code runs under it at
 /// interrupt depth `depth`.
 fn armed_at(depth: u32) -> Option<&'static RecoveryPoint> {
-    let block = cpu::current();
-    let point = &POINTS[block.index.load(Ordering::Relaxed) as usize];
+    let point = this_cpu_point();
     (point.armed.load(Ordering::Relaxed) != 0 && point.depth.load(Ordering::Relaxed) == depth)
         .then_some(point)
 }
 
 /// Timer ticks that interrupted this CPU's last (or current) guarded call.
 pub fn ticks_in_last_call() -> u64 {
-    let block = cpu::current();
-    POINTS[block.index.load(Ordering::Relaxed) as usize]
-        .ticks
-        .load(Ordering::Relaxed)
+    this_cpu_point().ticks.load(Ordering::Relaxed)
 }
 
 /// Whether extension code runs under this CPU's recovery point (interrupts
 /// that arrive then must not run the scheduler).
 pub fn in_guarded_call() -> bool {
-    let block = cpu::current();
-    POINTS[block.index.load(Ordering::Relaxed) as usize]
-        .armed
-        .load(Ordering::Relaxed)
-        != 0
+    this_cpu_point().armed.load(Ordering::Relaxed) != 0
 }
 
 /// Makes `frame` (interrupted at depth `depth`) resume in `spindle_recover`.
@@ -326,7 +323,10 @@ pub fn break_overrun(frame: &mut InterruptFrame, depth: u32, now_ns: u64) -> boo
 /// raised the exception in `frame`, makes it return into the recovery
 /// (double faults and machine checks are never recovered).
 pub fn recover_from_exception(frame: &mut InterruptFrame, depth: u32) -> bool {
-    if matches!(frame.vector, 2 | 8 | 18) {
+    if matches!(
+        frame.vector,
+        VECTOR_NMI | VECTOR_DOUBLE_FAULT | VECTOR_MACHINE_CHECK
+    ) {
         return false;
     }
     let Some(point) = armed_at(depth) else {

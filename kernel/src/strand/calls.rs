@@ -23,7 +23,6 @@ use spindle_sched_ext::Policy;
 
 use super::swap;
 use crate::arch::recovery::{self, Fault};
-use crate::arch::tsc;
 use crate::metrics::{self, PerCpuHistogram};
 
 /// The policy callbacks, each with its own cost histogram.
@@ -196,10 +195,9 @@ pub fn call_policy<R>(
     work: impl FnOnce(&dyn Policy) -> R,
 ) -> Result<R, &'static str> {
     let (budget, budget_ticks) = budget(callback);
-    let start = tsc::now();
     let entered = crate::kernel::nanoseconds_since_boot();
     let result = recovery::guarded(budget, budget_ticks, entered, || work(&**policy));
-    let spent = tsc::cycles_to_ns(tsc::now().saturating_sub(start));
+    let spent = crate::kernel::nanoseconds_since_boot().saturating_sub(entered);
     if let Some(histogram) = HISTOGRAMS[callback as usize].get() {
         histogram.record(spent);
     }

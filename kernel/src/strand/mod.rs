@@ -251,9 +251,6 @@ pub fn unpack_id(packed: u64) -> StrandId {
     StrandId::new(packed as u32, (packed >> 32) as u32)
 }
 
-use pack_id as pack;
-use unpack_id as unpack;
-
 /// The strand called `id`, if it still exists.
 fn lookup(id: StrandId) -> Option<Arc<Strand>> {
     let table = STRANDS.lock();
@@ -313,7 +310,7 @@ pub fn spawn_held(
             let slot = &mut table[index];
             slot.generation = slot.generation.wrapping_add(1);
             let id = StrandId::new(index as u32, slot.generation);
-            let frame = context::initial_frame(top, strand_entry, pack(id));
+            let frame = context::initial_frame(top, strand_entry, pack_id(id));
             let strand = Arc::new(Strand {
                 id,
                 state: AtomicU8::new(BLOCKED),
@@ -455,7 +452,7 @@ fn kick(target: CpuId) {
 /// Where every strand begins: takes its body, drops its own reference (the
 /// frame of this function is abandoned at exit), runs the body, exits.
 extern "C" fn strand_entry(packed: u64) -> ! {
-    let body = lookup(unpack(packed)).and_then(|strand| strand.body.lock().take());
+    let body = lookup(unpack_id(packed)).and_then(|strand| strand.body.lock().take());
     if let Some(body) = body {
         body();
     }
@@ -474,7 +471,7 @@ pub fn yield_now() {
 /// scheduler's checks pass; otherwise it is a plain [`yield_now`]. Either
 /// way the caller stays runnable.
 pub fn yield_to(target: StrandId) {
-    context::request_switch(REQUEST_YIELD_TO, pack(target));
+    context::request_switch(REQUEST_YIELD_TO, pack_id(target));
 }
 
 /// Why [`join`] could not wait.
@@ -782,7 +779,7 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 wake(&policy, &current, false);
                 return resume_next(&policy, &context, &mut scheduler, me, None);
             }
-            let directed = (request == REQUEST_YIELD_TO).then(|| unpack(frame.rdi));
+            let directed = (request == REQUEST_YIELD_TO).then(|| unpack_id(frame.rdi));
             let (state, reason) = match request {
                 REQUEST_EXIT => (EXITED, CheckpointReason::Exited),
                 REQUEST_YIELD | REQUEST_YIELD_TO => (RUNNABLE, CheckpointReason::Yielded),

@@ -133,10 +133,13 @@ impl State {
         }
     }
 
-    fn dequeue(&mut self, strand: StrandId) {
-        if let Some(position) = self.queue.iter().position(|queued| *queued == strand) {
+    /// Takes the strand out of the queue; returns whether it was there.
+    fn dequeue(&mut self, strand: StrandId) -> bool {
+        let position = self.queue.iter().position(|queued| *queued == strand);
+        if let Some(position) = position {
             self.queue.remove(position);
         }
+        position.is_some()
     }
 
     fn clear_running(&mut self, cpu: CpuId, strand: StrandId) {
@@ -288,10 +291,9 @@ impl Policy for Priority {
         if most_urgent.is_some_and(|(_, most_urgent)| most_urgent < level) {
             return false;
         }
-        let Some(position) = state.queue.iter().position(|queued| *queued == strand) else {
+        if !state.dequeue(strand) {
             return false;
-        };
-        state.queue.remove(position);
+        }
         if let Some(entry) = state.strands.get_mut(&strand) {
             entry.place = Place::Dispatched;
         }

@@ -173,10 +173,13 @@ impl State {
         }
     }
 
-    fn dequeue(&mut self, strand: StrandId) {
-        if let Some(position) = self.queue.iter().position(|queued| *queued == strand) {
+    /// Takes the strand out of the queue; returns whether it was there.
+    fn dequeue(&mut self, strand: StrandId) -> bool {
+        let position = self.queue.iter().position(|queued| *queued == strand);
+        if let Some(position) = position {
             self.queue.remove(position);
         }
+        position.is_some()
     }
 
     /// The queued strand with the least pass that may run on `cpu`: (position, pass).
@@ -384,10 +387,9 @@ impl Policy for Stride {
         if !matches!(entry.place, Place::Queued(_)) || !allowed {
             return false;
         }
-        let Some(position) = state.queue.iter().position(|queued| *queued == strand) else {
+        if !state.dequeue(strand) {
             return false;
-        };
-        state.queue.remove(position);
+        }
         state.set_place(strand, Place::Dispatched);
         true
     }
