@@ -32,7 +32,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch", "mixed"];
 /// Self-test names `selftest=` accepts.
-pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands", "strand-ops"];
+pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands", "strand-ops", "processors"];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
 /// it at boot).
 pub const SCHED_NAMES: &[&str] = &[
@@ -114,6 +114,8 @@ pub enum Selftest {
     Strands,
     /// Join, directed yield and affinity changes.
     StrandOperations,
+    /// `processors`: processor allocation to extension domains.
+    Processors,
 }
 
 /// The compiled-in extensions `extensions=` installs at boot.
@@ -374,6 +376,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     "dispatch-churn" => Selftest::DispatchChurn,
                     "strands" => Selftest::Strands,
                     "strand-ops" => Selftest::StrandOperations,
+                    "processors" => Selftest::Processors,
                     _ => {
                         return Err(ArgsError::UnknownName {
                             key,

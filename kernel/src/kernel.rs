@@ -326,6 +326,14 @@ fn run_and_report(
         problems += found.len();
         kprintln!("kernel: strand-ops self-test done at +{} ms", elapsed_ms());
     }
+    if let Some(Selftest::Processors) = args.selftest {
+        let found = selftest::processors::run();
+        for problem in &found {
+            report_problem(format_args!("processors: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: processors self-test done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::DispatchChurn) = args.selftest {
         let found = selftest::dispatch_churn(args.selftest_ms);
         for problem in &found {

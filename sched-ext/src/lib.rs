@@ -8,6 +8,8 @@
 //! * [`policies`]: `rr`, `priority`, `stride`, `edf`, `central`, `steal`, and
 //!   `weighted`, the worked example of how to write a policy.
 //! * [`catalogue()`] and [`find`]: the policies by name, `rr` first (the default).
+//! * [`allocation`]: processor allocation to extension domains (grant,
+//!   revocation with notice, the abort protocol) and [`ProcessorClient`].
 //! * [`broken`]: deliberately broken policies for the kernel's ejection tests.
 //! * [`sim`]: a deterministic multiprocessor simulator that calls a policy
 //!   exactly as the kernel does and checks every decision it returns.
@@ -21,12 +23,16 @@
 
 extern crate alloc;
 
+pub mod allocation;
 pub mod broken;
 pub mod catalogue;
 pub mod interface;
 pub mod policies;
 pub mod sim;
 
+pub use allocation::{
+    Allocation, AllocationError, DomainId, ProcessorClient, Revocation, Runner, DEFAULT_DOMAIN,
+};
 pub use broken::broken_catalogue;
 pub use catalogue::{catalogue, find, PolicyInfo};
 pub use interface::*;

@@ -19,8 +19,9 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
-use spindle_sched_ext::Policy;
+use spindle_sched_ext::{DomainId, Policy, ProcessorClient, DEFAULT_DOMAIN};
 
+use super::domains::MAX_DOMAINS;
 use super::swap;
 use crate::arch::recovery::{self, Fault};
 use crate::metrics::{self, PerCpuHistogram};
@@ -56,10 +57,16 @@ pub enum Callback {
     Import,
     /// `take_for_directed_yield`.
     DirectedYield,
+    /// `processor_added` (an extension domain's client).
+    ProcessorAdded,
+    /// `revoke_requested` (an extension domain's client).
+    RevokeRequested,
+    /// `processor_revoked` (an extension domain's client).
+    ProcessorRevoked,
 }
 
 impl Callback {
-    const ALL: [Callback; 14] = [
+    const ALL: [Callback; 17] = [
         Callback::StrandCreated,
         Callback::StrandExited,
         Callback::SelectCpu,
@@ -74,6 +81,9 @@ impl Callback {
         Callback::Export,
         Callback::Import,
         Callback::DirectedYield,
+        Callback::ProcessorAdded,
+        Callback::RevokeRequested,
+        Callback::ProcessorRevoked,
     ];
 
     /// The method's name.
@@ -93,6 +103,9 @@ impl Callback {
             Callback::Export => "export",
             Callback::Import => "import",
             Callback::DirectedYield => "take_for_directed_yield",
+            Callback::ProcessorAdded => "processor_added",
+            Callback::RevokeRequested => "revoke_requested",
+            Callback::ProcessorRevoked => "processor_revoked",
         }
     }
 
@@ -113,6 +126,9 @@ impl Callback {
             Callback::Export => "sched.event.export",
             Callback::Import => "sched.event.import",
             Callback::DirectedYield => "sched.event.directed_yield",
+            Callback::ProcessorAdded => "sched.event.processor_added",
+            Callback::RevokeRequested => "sched.event.revoke_requested",
+            Callback::ProcessorRevoked => "sched.event.processor_revoked",
         }
     }
 
@@ -130,8 +146,9 @@ static HISTOGRAMS: [Once<&'static PerCpuHistogram>; Callback::ALL.len()] =
 static BUDGET_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The budget in ticks of the CPU's timer (at least 2).
 static BUDGET_TICKS: AtomicU64 = AtomicU64::new(u64::MAX);
-/// Set when the running policy faulted; cleared when a new one is installed.
-static QUARANTINED: AtomicBool = AtomicBool::new(false);
+/// Per domain: set when its policy (or client) faulted; the default
+/// domain's is cleared when a new policy is installed.
+static QUARANTINED: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
 /// Faults so far (every CPU's, including those after the first).
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
 
@@ -162,41 +179,78 @@ fn budget(callback: Callback) -> (u64, u64) {
 
 /// A new policy is running: it starts out of quarantine.
 pub fn policy_installed() {
-    QUARANTINED.store(false, Ordering::Release);
+    QUARANTINED[usize::from(DEFAULT_DOMAIN.0)].store(false, Ordering::Release);
 }
 
-/// Calls the running policy's `callback` (interrupts off): its answer, or
-/// `None` if the policy is quarantined or faulted now.
+/// Whether `domain`'s extension code faulted (it is no longer called).
+pub fn quarantined(domain: DomainId) -> bool {
+    QUARANTINED
+        .get(usize::from(domain.0))
+        .is_none_or(|flag| flag.load(Ordering::Acquire))
+}
+
+/// A policy and the domain it schedules for: the target of a policy call.
+#[derive(Clone)]
+pub struct Owner {
+    /// The domain (the default one, or an extension domain).
+    pub domain: DomainId,
+    /// Its policy.
+    pub policy: Arc<dyn Policy>,
+}
+
+/// Calls the domain's policy's `callback` (interrupts off): its answer, or
+/// `None` if the domain is quarantined or faulted now.
 pub fn call<R>(
-    policy: &Arc<dyn Policy>,
+    owner: &Owner,
     callback: Callback,
     work: impl FnOnce(&dyn Policy) -> R,
 ) -> Option<R> {
-    if QUARANTINED.load(Ordering::Acquire) {
+    call_object(owner.domain, &owner.policy, callback, |policy| work(policy))
+}
+
+/// Calls an extension domain's processor client like [`call`].
+pub fn call_client<R>(
+    domain: DomainId,
+    client: &Arc<dyn ProcessorClient>,
+    callback: Callback,
+    work: impl FnOnce(&dyn ProcessorClient) -> R,
+) -> Option<R> {
+    call_object(domain, client, callback, |client| work(client))
+}
+
+fn call_object<T: ?Sized, R>(
+    domain: DomainId,
+    object: &Arc<T>,
+    callback: Callback,
+    work: impl FnOnce(&T) -> R,
+) -> Option<R> {
+    if quarantined(domain) {
         return None;
     }
-    match call_policy(policy, callback, work) {
+    match call_policy(domain, object, callback, work) {
         Ok(answer) => Some(answer),
         Err(reason) => {
             // No swap can have happened meanwhile: it needs this CPU at the
             // top of its scheduler.
-            quarantine(swap::current_policy(), reason);
+            quarantine(domain, reason);
             None
         }
     }
 }
 
-/// Calls `policy`'s `callback` under a recovery point and times it; the
-/// error is the ejection reason. Used directly for a policy that is not (or
-/// not yet) the running one, i.e. in hand-overs.
-pub fn call_policy<R>(
-    policy: &Arc<dyn Policy>,
+/// Calls `object`'s `callback` (extension code of `domain`) under a
+/// recovery point and times it; the error is the ejection reason. Used
+/// directly for a policy that is not (or not yet) the running one, i.e. in
+/// hand-overs.
+pub fn call_policy<T: ?Sized, R>(
+    domain: DomainId,
+    object: &Arc<T>,
     callback: Callback,
-    work: impl FnOnce(&dyn Policy) -> R,
+    work: impl FnOnce(&T) -> R,
 ) -> Result<R, &'static str> {
     let (budget, budget_ticks) = budget(callback);
     let entered = crate::kernel::nanoseconds_since_boot();
-    let result = recovery::guarded(budget, budget_ticks, entered, || work(&**policy));
+    let result = recovery::guarded(budget, budget_ticks, entered, || work(&**object));
     let spent = crate::kernel::nanoseconds_since_boot().saturating_sub(entered);
     if let Some(histogram) = HISTOGRAMS[callback as usize].get() {
         histogram.record(spent);
@@ -214,13 +268,13 @@ pub fn call_policy<R>(
                 duration_text(spent),
                 duration_text(budget)
             ));
-            swap::request_ejection(swap::current_policy(), reason);
+            eject(domain, reason);
             Ok(answer)
         }
         Err(fault) => {
             FAULTS.fetch_add(1, Ordering::Relaxed);
             // The policy is never dropped: a strong reference is leaked.
-            core::mem::forget(Arc::clone(policy));
+            core::mem::forget(Arc::clone(object));
             Err(leak(match fault {
                 Fault::Panicked => format!("panicked in {}", callback.name()),
                 Fault::Overran => format!(
@@ -238,18 +292,37 @@ pub fn call_policy<R>(
     }
 }
 
-/// Quarantines the running policy `name` after a fault and asks for its
-/// ejection (the first fault reports; later ones only count).
-fn quarantine(name: &'static str, reason: &'static str) {
-    if QUARANTINED.swap(true, Ordering::AcqRel) {
+/// Quarantines `domain` after a fault and asks for its ejection (the first
+/// fault reports; later ones only count).
+fn quarantine(domain: DomainId, reason: &'static str) {
+    let Some(flag) = QUARANTINED.get(usize::from(domain.0)) else {
+        return;
+    };
+    if flag.swap(true, Ordering::AcqRel) {
         return;
     }
-    crate::kprintln!("kernel: policy {name} {reason}: quarantined, ejecting it");
-    assert!(
-        name != swap::FALLBACK_POLICY,
-        "the fallback policy {name} faulted ({reason}); nothing is left to run strands"
-    );
-    swap::request_ejection(name, reason);
+    if domain == DEFAULT_DOMAIN {
+        let name = swap::current_policy();
+        crate::kprintln!("kernel: policy {name} {reason}: quarantined, ejecting it");
+        assert!(
+            name != swap::FALLBACK_POLICY,
+            "the fallback policy {name} faulted ({reason}); nothing is left to run strands"
+        );
+    } else {
+        crate::kprintln!("kernel: {domain} {reason}: quarantined, ejecting it");
+    }
+    eject(domain, reason);
+}
+
+/// Asks for the ejection of `domain`'s policy (the default domain's: a swap
+/// to the fallback; an extension domain's: its strands and processors go
+/// to the default domain).
+pub fn eject(domain: DomainId, reason: &'static str) {
+    if domain == DEFAULT_DOMAIN {
+        swap::request_ejection(swap::current_policy(), reason);
+    } else {
+        swap::request_domain_ejection(domain, reason);
+    }
 }
 
 /// A reason that lives as long as the swap log (faults are rare: a policy

@@ -27,10 +27,11 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use spindle_sched_ext::{
-    CheckpointReason, Context, CpuId, CpuSet, Policy, SchedParams, StrandId, StrandSpec, TickAction,
+    CheckpointReason, Context, CpuId, CpuSet, DomainId, Policy, Runner, SchedParams, StrandId,
+    StrandSpec, TickAction, DEFAULT_DOMAIN,
 };
 
 use crate::arch::interrupts::{self, InterruptFrame};
@@ -40,8 +41,9 @@ use crate::metrics::{self, PerCpuHistogram};
 use crate::sync::{irq_mutex, IrqMutex};
 
 mod calls;
+pub mod domains;
 mod swap;
-use calls::Callback;
+use calls::{Callback, Owner};
 pub use swap::{current_policy, find_policy, swap_log};
 
 /// Bytes of stack each strand gets (plus a guard page below).
@@ -70,6 +72,9 @@ const EXITED: u8 = 4;
 /// One strand.
 struct Strand {
     id: StrandId,
+    /// The domain whose policy schedules it (changes only when an extension
+    /// domain is ejected, with every CPU stopped).
+    domain: AtomicU16,
     state: AtomicU8,
     /// The CPU running it, or `cpu::NO_CPU`.
     running_on: AtomicU32,
@@ -192,6 +197,8 @@ pub enum SpawnError {
     Stack(PagingError),
     /// The policy refused the strand (e.g. EDF admission control).
     Refused(&'static str),
+    /// No such extension domain (or it was ejected).
+    NoSuchDomain,
 }
 
 impl fmt::Display for SpawnError {
@@ -202,6 +209,7 @@ impl fmt::Display for SpawnError {
             SpawnError::Refused(reason) => {
                 write!(formatter, "the policy refused the strand: {reason}")
             }
+            SpawnError::NoSuchDomain => formatter.write_str("no such domain (or it was ejected)"),
         }
     }
 }
@@ -227,9 +235,51 @@ pub fn init(
     STARTED.store(true, Ordering::Release);
 }
 
-/// The running policy (cloned out, so no lock is held while it runs).
-fn policy() -> Option<Arc<dyn Policy>> {
-    POLICY.lock().clone()
+/// The domain that schedules `strand`.
+fn domain_of(strand: &Strand) -> DomainId {
+    DomainId(strand.domain.load(Ordering::Acquire))
+}
+
+/// The policy that schedules `strand` (cloned out, so no lock is held while
+/// it runs).
+fn owner_of(strand: &Strand) -> Option<Owner> {
+    domains::owner(domain_of(strand))
+}
+
+/// The CPUs a strand's policy may place it on: its affinity within the
+/// CPUs its domain holds (all of its affinity while the domain holds none
+/// of them: it waits for a grant).
+fn effective_affinity(strand: &Strand) -> CpuSet {
+    let affinity = strand.affinity();
+    let held = affinity.intersection(&domains::cpus_of(domain_of(strand)));
+    if held.is_empty() {
+        affinity
+    } else {
+        held
+    }
+}
+
+/// Whether some strand of the default domain may run on none of `keeps`.
+fn default_strand_confined_outside(keeps: &CpuSet) -> bool {
+    STRANDS
+        .lock()
+        .iter()
+        .filter_map(|slot| slot.strand.as_ref())
+        .filter(|strand| domain_of(strand) == DEFAULT_DOMAIN)
+        .any(|strand| strand.affinity().intersection(keeps).is_empty())
+}
+
+/// Gives every strand of an ejected domain to the default domain (every
+/// CPU is stopped; the default policy gets them in the hand-over that
+/// follows). Returns how many moved.
+fn move_strands_to_default(domain: DomainId) -> usize {
+    STRANDS
+        .lock()
+        .iter()
+        .filter_map(|slot| slot.strand.as_ref())
+        .filter(|strand| domain_of(strand) == domain)
+        .inspect(|strand| strand.domain.store(DEFAULT_DOMAIN.0, Ordering::Release))
+        .count()
 }
 
 /// The policy's view of now, on this CPU.
@@ -268,8 +318,8 @@ pub fn start(id: StrandId) -> bool {
         return false;
     };
     with_interrupts_off(|| {
-        if let Some(policy) = policy() {
-            wake(&policy, &strand, false);
+        if let Some(owner) = owner_of(&strand) {
+            wake(&owner, &strand, false);
         }
     });
     true
@@ -284,6 +334,17 @@ pub fn spawn_held(
     affinity: CpuSet,
     params: SchedParams,
 ) -> Result<StrandId, SpawnError> {
+    spawn_in(DEFAULT_DOMAIN, body, affinity, params)
+}
+
+/// [`spawn_held`] for a strand of extension domain `domain`: scheduled by
+/// that domain's policy, and run only on the CPUs the domain holds.
+pub fn spawn_in(
+    domain: DomainId,
+    body: Box<dyn FnOnce() + Send>,
+    affinity: CpuSet,
+    params: SchedParams,
+) -> Result<StrandId, SpawnError> {
     if !STARTED.load(Ordering::Acquire) {
         return Err(SpawnError::NotStarted);
     }
@@ -294,7 +355,11 @@ pub fn spawn_held(
     // `strand_created`: a live swap (which needs every other CPU to take an
     // interrupt) then never sees the strand half made.
     with_interrupts_off(|| {
-        let policy = policy().ok_or(SpawnError::NotStarted)?;
+        let owner = domains::owner(domain).ok_or(if domain == DEFAULT_DOMAIN {
+            SpawnError::NotStarted
+        } else {
+            SpawnError::NoSuchDomain
+        })?;
         let strand = {
             let mut table = STRANDS.lock();
             let index = table
@@ -313,6 +378,7 @@ pub fn spawn_held(
             let frame = context::initial_frame(top, strand_entry, pack_id(id));
             let strand = Arc::new(Strand {
                 id,
+                domain: AtomicU16::new(domain.0),
                 state: AtomicU8::new(BLOCKED),
                 running_on: AtomicU32::new(cpu::NO_CPU),
                 last_cpu: AtomicU32::new(cpu::NO_CPU),
@@ -334,11 +400,11 @@ pub fn spawn_held(
             slot.strand = Some(Arc::clone(&strand));
             strand
         };
-        let spec = StrandSpec::new(strand.id, affinity, params);
+        let spec = StrandSpec::new(strand.id, effective_affinity(&strand), params);
         let context = policy_context();
         // A policy that faults here has accepted the strand: the fallback
         // takes it over from the kernel's table.
-        if let Some(Err(refusal)) = calls::call(&policy, Callback::StrandCreated, |policy| {
+        if let Some(Err(refusal)) = calls::call(&owner, Callback::StrandCreated, |policy| {
             policy.strand_created(&context, &spec)
         }) {
             remove_from_table(strand.id);
@@ -359,7 +425,7 @@ fn with_interrupts_off<R>(work: impl FnOnce() -> R) -> R {
 
 /// Makes a blocked strand runnable: SPIN's Unblock, on the CPU the policy
 /// chooses (re-checked against the strand's affinity).
-fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
+fn wake(owner: &Owner, strand: &Strand, measured: bool) {
     with_interrupts_off(|| {
         if strand
             .state
@@ -372,12 +438,12 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
         strand.wake_token.store(false, Ordering::SeqCst);
         strand.runnable_since.store(context.now, Ordering::Relaxed);
         // Still blocked for the policy: an affinity change lands now.
-        readmit(policy, &context, strand);
-        let affinity = strand.affinity();
+        readmit(owner, &context, strand);
+        let affinity = effective_affinity(strand);
         let last = strand.last_cpu.load(Ordering::Relaxed);
         let previous = (last != cpu::NO_CPU).then_some(CpuId(last as u16));
         let fallback = affinity.first().unwrap_or(context.cpu);
-        let mut target = calls::call(policy, Callback::SelectCpu, |policy| {
+        let mut target = calls::call(owner, Callback::SelectCpu, |policy| {
             policy.select_cpu(&context, strand.id, previous, &affinity)
         })
         .unwrap_or(fallback);
@@ -391,10 +457,10 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
                 .store(target != context.cpu, Ordering::Relaxed);
             strand.woken_at.store(context.now.max(1), Ordering::Relaxed);
         }
-        calls::call(policy, Callback::Unblock, |policy| {
+        calls::call(owner, Callback::Unblock, |policy| {
             policy.unblock(&context, strand.id, target)
         });
-        let mut wanted = wanted_cpus(policy, &context);
+        let mut wanted = wanted_cpus(owner, &context);
         wanted.insert(target);
         wanted.remove(context.cpu);
         for cpu_to_wake in wanted.iter() {
@@ -409,27 +475,27 @@ fn wake(policy: &Arc<dyn Policy>, strand: &Strand, measured: bool) {
 /// so that every policy handles the change with the events it already has.
 /// If the policy refuses the new CPUs (EDF's admission control), the old
 /// ones stay and the strand is admitted again with them.
-fn readmit(policy: &Arc<dyn Policy>, context: &Context, strand: &Strand) {
+fn readmit(owner: &Owner, context: &Context, strand: &Strand) {
     let Some(new) = strand.pending_affinity.lock().take() else {
         return;
     };
     let old = strand.affinity();
-    calls::call(policy, Callback::StrandExited, |policy| {
+    calls::call(owner, Callback::StrandExited, |policy| {
         policy.strand_exited(context, strand.id)
     });
     *strand.affinity.lock() = new;
-    let admit = |affinity: CpuSet| {
-        let spec = StrandSpec::new(strand.id, affinity, strand.params);
-        calls::call(policy, Callback::StrandCreated, |policy| {
+    let admit = || {
+        let spec = StrandSpec::new(strand.id, effective_affinity(strand), strand.params);
+        calls::call(owner, Callback::StrandCreated, |policy| {
             policy.strand_created(context, &spec)
         })
     };
-    match admit(new) {
+    match admit() {
         Some(Err(_refusal)) => {
             COUNTERS.affinity_refusals.fetch_add(1, Ordering::Relaxed);
             *strand.affinity.lock() = old;
-            if let Some(Err(_)) = admit(old) {
-                reject("refused to take back a strand it held");
+            if let Some(Err(_)) = admit() {
+                reject(owner.domain, "refused to take back a strand it held");
             }
         }
         _ => {
@@ -514,7 +580,8 @@ pub fn join(id: StrandId) -> Result<(), JoinError> {
 pub enum AffinityError {
     /// No such strand (it exited).
     NoSuchStrand,
-    /// The set names no CPU that is online.
+    /// The set names no CPU that is online (for a strand of the default
+    /// domain: none that the default domain holds).
     NoUsableCpu,
 }
 
@@ -532,11 +599,33 @@ pub fn set_affinity(id: StrandId, affinity: CpuSet) -> Result<(), AffinityError>
         return Err(AffinityError::NoUsableCpu);
     }
     let strand = lookup(id).ok_or(AffinityError::NoSuchStrand)?;
+    if domain_of(&strand) == DEFAULT_DOMAIN
+        && usable
+            .intersection(&domains::cpus_of(DEFAULT_DOMAIN))
+            .is_empty()
+    {
+        // Every CPU named is granted to an extension domain.
+        return Err(AffinityError::NoUsableCpu);
+    }
     *strand.pending_affinity.lock() = Some(usable);
     if current_id() == Some(id) {
         context::request_switch(REQUEST_READMIT, 0);
     }
     Ok(())
+}
+
+/// Whether the running strand (if any) is on a CPU its domain holds: the
+/// allocation self-test checks it from inside strands (interrupts off, so
+/// that a migration cannot tear the answer).
+pub fn on_own_domain_cpu() -> bool {
+    with_interrupts_off(|| {
+        let me = cpu::current_index();
+        CPU_SCHEDULERS[me]
+            .lock()
+            .current
+            .as_ref()
+            .is_none_or(|strand| domains::runs(me, domain_of(strand)))
+    })
 }
 
 /// The strand running on this CPU, if any.
@@ -573,11 +662,7 @@ pub fn unblock(id: StrandId) -> bool {
     let Some(strand) = lookup(id) else {
         return false;
     };
-    with_interrupts_off(|| {
-        if let Some(policy) = policy() {
-            unblock_strand(&policy, &strand);
-        }
-    });
+    with_interrupts_off(|| unblock_strand(&strand));
     true
 }
 
@@ -585,9 +670,11 @@ pub fn unblock(id: StrandId) -> bool {
 /// side stores the state first, then reads the token; with sequentially
 /// consistent ordering one of the two sees the other, and the compare-and-
 /// swap in `wake` lets exactly one of them make the strand runnable.
-fn unblock_strand(policy: &Arc<dyn Policy>, strand: &Strand) {
+fn unblock_strand(strand: &Strand) {
     strand.wake_token.store(true, Ordering::SeqCst);
-    wake(policy, strand, true);
+    if let Some(owner) = owner_of(strand) {
+        wake(&owner, strand, true);
+    }
 }
 
 /// Policy calls abandoned so far (panics, CPU exceptions, budget overruns).
@@ -665,10 +752,11 @@ fn wake_due_sleepers(now: u64) {
         EARLIEST_SLEEPER.store(earliest, Ordering::Release);
         due
     };
-    let Some(policy) = policy() else { return };
     for (sequence, strand) in due {
         if strand.sleep_sequence.load(Ordering::Acquire) == sequence {
-            wake(&policy, &strand, false);
+            if let Some(owner) = owner_of(&strand) {
+                wake(&owner, &strand, false);
+            }
         }
     }
 }
@@ -679,35 +767,63 @@ pub fn on_tick() {
     if !STARTED.load(Ordering::Acquire) {
         return;
     }
-    let Some(policy) = policy() else { return };
-    let mut scheduler = CPU_SCHEDULERS[cpu::current_index()].lock();
+    let me = cpu::current_index();
+    let owner = runner_owner(domains::runner(me));
+    let mut scheduler = CPU_SCHEDULERS[me].lock();
     let context = policy_context();
-    let current = scheduler.current.as_ref().map(|strand| strand.id);
     let ran = context.now.saturating_sub(scheduler.stint_start);
+    // A strand of a domain that no longer holds this CPU leaves it now.
+    let misplaced = scheduler
+        .current
+        .as_ref()
+        .is_some_and(|strand| !domains::runs(me, domain_of(strand)));
+    let current = scheduler
+        .current
+        .as_ref()
+        .filter(|_| !misplaced)
+        .map(|strand| strand.id);
+    // The abort protocol: a revocation's notice ran out.
+    let forced = domains::must_force(me, context.now, current);
     // Idle CPUs tick too (with no current strand): balancing policies use it.
-    let answer = calls::call(&policy, Callback::Tick, |policy| {
-        policy.tick(&context, current, ran)
+    let answer = owner.as_ref().and_then(|owner| {
+        calls::call(owner, Callback::Tick, |policy| {
+            policy.tick(&context, current, ran)
+        })
     });
     let affinity_pending = scheduler
         .current
         .as_ref()
         .is_some_and(|strand| strand.pending_affinity.lock().is_some());
-    if (answer == Some(TickAction::Preempt) || affinity_pending) && current.is_some() {
+    if (answer == Some(TickAction::Preempt) || affinity_pending || misplaced || forced)
+        && scheduler.current.is_some()
+    {
         // A pending affinity change lands when the strand leaves the CPU.
         scheduler.request = REQUEST_PREEMPT;
     }
     drop(scheduler);
-    kick_wanted(&policy, &context);
+    if let Some(owner) = &owner {
+        kick_wanted(owner, &context);
+    }
     wake_due_sleepers(context.now);
     if context.cpu.0 == 0 {
         swap::on_bootstrap_tick(context.now);
     }
 }
 
+/// The policy of the domain whose strands a CPU runs (none for a CPU on its
+/// way back to the default domain).
+fn runner_owner(runner: Runner) -> Option<Owner> {
+    match runner {
+        Runner::Default => domains::owner(DEFAULT_DOMAIN),
+        Runner::Domain(domain) => domains::owner(domain),
+        Runner::Nobody => None,
+    }
+}
+
 /// Interrupts the CPUs the policy asked to have woken (its answer clears as
 /// it is read, so this follows every call that may set it).
-fn kick_wanted(policy: &Arc<dyn Policy>, context: &Context) {
-    for wanted in wanted_cpus(policy, context).iter() {
+fn kick_wanted(owner: &Owner, context: &Context) {
+    for wanted in wanted_cpus(owner, context).iter() {
         if wanted != context.cpu {
             kick(wanted);
         }
@@ -715,8 +831,8 @@ fn kick_wanted(policy: &Arc<dyn Policy>, context: &Context) {
 }
 
 /// The CPUs the policy wants interrupted (none if it faults).
-fn wanted_cpus(policy: &Arc<dyn Policy>, context: &Context) -> CpuSet {
-    calls::call(policy, Callback::WantsWakeup, |policy| {
+fn wanted_cpus(owner: &Owner, context: &Context) -> CpuSet {
+    calls::call(owner, Callback::WantsWakeup, |policy| {
         policy.wants_wakeup(context)
     })
     .unwrap_or_default()
@@ -746,12 +862,9 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     }
     // A live swap or an ejection waits here for every CPU (see swap.rs).
     swap::rendezvous();
-    let Some(policy) = policy() else {
-        return frame;
-    };
     let me = cpu::current_index();
     let mut scheduler = CPU_SCHEDULERS[me].lock();
-    let request = if frame.vector == u64::from(context::VECTOR_SWITCH) {
+    let mut request = if frame.vector == u64::from(context::VECTOR_SWITCH) {
         frame.rax
     } else {
         core::mem::replace(&mut scheduler.request, REQUEST_NONE)
@@ -759,16 +872,23 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     let context = policy_context();
     match scheduler.current.take() {
         Some(current) => {
-            if request == REQUEST_NONE {
+            // A strand of a domain that no longer holds this CPU (it was
+            // just granted away) leaves it as if preempted.
+            let misplaced = !domains::runs(me, domain_of(&current));
+            if request == REQUEST_NONE && misplaced {
+                request = REQUEST_PREEMPT;
+            }
+            let owner = owner_of(&current);
+            let Some(policy) = owner.filter(|_| request != REQUEST_NONE) else {
                 scheduler.current = Some(current);
                 return frame;
-            }
+            };
             current.frame.store(frame_address, Ordering::Relaxed);
             let ran = context.now.saturating_sub(scheduler.stint_start);
             BUSY[me].fetch_add(ran, Ordering::Relaxed);
             if request == REQUEST_BLOCK {
                 block_current(&policy, &context, current, ran, frame.rdi);
-                return resume_next(&policy, &context, &mut scheduler, me, None);
+                return resume_next(&context, &mut scheduler, me, None);
             }
             let exited = request == REQUEST_EXIT;
             if !exited && (request == REQUEST_READMIT || current.pending_affinity.lock().is_some())
@@ -777,7 +897,7 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 // woken: the wake-up admits it again with its new CPUs.
                 block_current(&policy, &context, Arc::clone(&current), ran, 0);
                 wake(&policy, &current, false);
-                return resume_next(&policy, &context, &mut scheduler, me, None);
+                return resume_next(&context, &mut scheduler, me, None);
             }
             let directed = (request == REQUEST_YIELD_TO).then(|| unpack_id(frame.rdi));
             let (state, reason) = match request {
@@ -805,26 +925,20 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 remove_from_table(id);
                 COUNTERS.exited.fetch_add(1, Ordering::Relaxed);
                 for joiner in joiners.into_iter().filter_map(lookup) {
-                    unblock_strand(&policy, &joiner);
+                    unblock_strand(&joiner);
                 }
             }
-            return resume_next(&policy, &context, &mut scheduler, me, directed);
+            return resume_next(&context, &mut scheduler, me, directed);
         }
         None => scheduler.idle_frame = frame_address,
     }
-    resume_next(&policy, &context, &mut scheduler, me, None)
+    resume_next(&context, &mut scheduler, me, None)
 }
 
 /// Takes the running strand off this CPU as blocked: SPIN's Block, then
 /// Checkpoint; queues its wake-up deadline; and wakes it again at once if a
 /// wake-up arrived meanwhile.
-fn block_current(
-    policy: &Arc<dyn Policy>,
-    context: &Context,
-    current: Arc<Strand>,
-    ran: u64,
-    deadline: u64,
-) {
+fn block_current(policy: &Owner, context: &Context, current: Arc<Strand>, ran: u64, deadline: u64) {
     current.run_time.fetch_add(ran, Ordering::Relaxed);
     calls::call(policy, Callback::Block, |policy| {
         policy.block(context, current.id)
@@ -848,15 +962,19 @@ fn block_current(
     }
 }
 
-/// Picks and returns the frame to resume on this CPU.
+/// Picks and returns the frame to resume on this CPU, from the policy of
+/// the domain that holds it (after the allocation events due here).
 fn resume_next(
-    policy: &Arc<dyn Policy>,
     context: &Context,
     scheduler: &mut CpuScheduler,
     me: usize,
     directed: Option<StrandId>,
 ) -> *mut InterruptFrame {
     let context = *context;
+    let Some(owner) = runner_owner(domains::at_scheduling_point(me)) else {
+        return scheduler.idle_frame as *mut InterruptFrame;
+    };
+    let policy = &owner;
     let chosen = directed
         .and_then(|target| take_directed(policy, &context, me, target))
         .or_else(|| pick_verified(policy, &context, me));
@@ -882,7 +1000,7 @@ fn resume_next(
 /// exists, is runnable, may run on this CPU, and no other CPU is on its
 /// stack. Refused answers are counted and the strand is queued again on a
 /// CPU it may run on, so that a wrong answer loses nothing.
-fn pick_verified(policy: &Arc<dyn Policy>, context: &Context, me: usize) -> Option<Arc<Strand>> {
+fn pick_verified(policy: &Owner, context: &Context, me: usize) -> Option<Arc<Strand>> {
     for _ in 0..PICK_ATTEMPTS {
         let id = calls::call(policy, Callback::PickNext, |policy| {
             policy.pick_next(context)
@@ -897,7 +1015,7 @@ fn pick_verified(policy: &Arc<dyn Policy>, context: &Context, me: usize) -> Opti
 /// A directed yield to `target`: the strand, if the policy agrees to hand
 /// it over and it passes the same checks as `pick_next`'s answers.
 fn take_directed(
-    policy: &Arc<dyn Policy>,
+    policy: &Owner,
     context: &Context,
     me: usize,
     target: StrandId,
@@ -921,25 +1039,26 @@ fn take_directed(
 /// running here and raises Resume. A refused answer is counted and has the
 /// policy ejected; a runnable strand refused for its affinity is queued
 /// again, so that nothing is lost.
-fn claim(
-    policy: &Arc<dyn Policy>,
-    context: &Context,
-    me: usize,
-    id: StrandId,
-) -> Option<Arc<Strand>> {
+fn claim(policy: &Owner, context: &Context, me: usize, id: StrandId) -> Option<Arc<Strand>> {
+    let domain = policy.domain;
     let Some(strand) = lookup(id) else {
-        reject("returned a strand it does not hold");
+        reject(domain, "returned a strand it does not hold");
         return None;
     };
+    if domain_of(&strand) != domain {
+        // The capability check: a policy acts only on its domain's strands.
+        reject(domain, "returned a strand of another domain");
+        return None;
+    }
     let state = strand.state.load(Ordering::Acquire);
     if state != RUNNABLE || !strand.affinity().contains(context.cpu) {
         if state == RUNNABLE {
-            reject("returned a strand for a CPU outside its affinity");
+            reject(domain, "returned a strand for a CPU outside its affinity");
             requeue(policy, context, &strand);
         } else if state == RUNNING {
-            reject("returned a strand that is already running");
+            reject(domain, "returned a strand that is already running");
         } else {
-            reject("returned a strand that is not runnable");
+            reject(domain, "returned a strand that is not runnable");
         }
         return None;
     }
@@ -948,7 +1067,7 @@ fn claim(
         .compare_exchange(cpu::NO_CPU, me as u32, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        reject("returned a strand that is already running");
+        reject(domain, "returned a strand that is already running");
         return None;
     }
     strand.state.store(RUNNING, Ordering::Release);
@@ -980,15 +1099,15 @@ fn claim(
     Some(strand)
 }
 
-/// Counts a refused answer and has the policy ejected for it.
-fn reject(reason: &'static str) {
+/// Counts a refused answer and has `domain`'s policy ejected for it.
+fn reject(domain: DomainId, reason: &'static str) {
     COUNTERS.rejected_decisions.fetch_add(1, Ordering::Relaxed);
-    swap::request_ejection(swap::current_policy(), reason);
+    calls::eject(domain, reason);
 }
 
 /// Queues a runnable strand again after a refused answer.
-fn requeue(policy: &Arc<dyn Policy>, context: &Context, strand: &Strand) {
-    let affinity = strand.affinity();
+fn requeue(policy: &Owner, context: &Context, strand: &Strand) {
+    let affinity = effective_affinity(strand);
     let target = if affinity.contains(context.cpu) {
         context.cpu
     } else {

@@ -28,10 +28,15 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
-use spindle_sched_ext::{CpuId, ExportedStrand, PolicyInfo, StrandSpec, StrandState};
+use spindle_sched_ext::{
+    Context, CpuId, DomainId, ExportedStrand, PolicyInfo, StrandSpec, StrandState, DEFAULT_DOMAIN,
+};
 
-use super::calls::{self, Callback};
-use super::{kick, policy_context, Strand, BLOCKED, COUNTERS, POLICY, RUNNABLE, RUNNING, STRANDS};
+use super::calls::{self, Callback, Owner};
+use super::{
+    domain_of, domains, effective_affinity, kick, policy_context, Strand, BLOCKED, COUNTERS,
+    POLICY, RUNNABLE, RUNNING, STRANDS,
+};
 use crate::arch::{cpu, tsc};
 use crate::metrics::{self, PerCpuHistogram};
 use crate::sync::{irq_mutex, IrqMutex};
@@ -75,6 +80,9 @@ struct Request {
 }
 
 static PENDING: AtomicBool = AtomicBool::new(false);
+/// CPUs are changing hands, or an extension domain is to be ejected
+/// (domains.rs): done at the next rendezvous.
+static REALLOCATE: AtomicBool = AtomicBool::new(false);
 static STOPPING: AtomicBool = AtomicBool::new(false);
 static OWNER: AtomicBool = AtomicBool::new(false);
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -90,6 +98,8 @@ static LAST_SCAN: AtomicU64 = AtomicU64::new(0);
 /// When the first strand was created (0: not yet); swap times count from it.
 static START: AtomicU64 = AtomicU64::new(0);
 static PAUSE: Once<&'static PerCpuHistogram> = Once::new();
+/// `sched.realloc_pause`: how long CPUs were held to change hands.
+static REALLOC_PAUSE: Once<&'static PerCpuHistogram> = Once::new();
 
 /// Records the starting policy, the `swap=` schedule (offsets from the
 /// first strand's creation) and the watchdog bound.
@@ -99,6 +109,7 @@ pub fn init(policy: &'static str, mut schedule: Vec<(u64, &'static str)>, watchd
     *SCHEDULE.lock() = schedule;
     WATCHDOG_NS.store(watchdog_ns, Ordering::Relaxed);
     PAUSE.call_once(|| metrics::register("sched.swap_pause", "ns"));
+    REALLOC_PAUSE.call_once(|| metrics::register("sched.realloc_pause", "ns"));
 }
 
 /// The name of the running policy.
@@ -142,6 +153,18 @@ pub fn request_ejection(policy: &'static str, reason: &'static str) {
     });
 }
 
+/// Asks for CPUs to change hands at the next rendezvous (domains.rs).
+pub fn request_reallocation() {
+    REALLOCATE.store(true, Ordering::Release);
+    stop_everyone_soon();
+}
+
+/// Asks for extension domain `domain` to be ejected at the next rendezvous.
+pub fn request_domain_ejection(domain: DomainId, reason: &'static str) {
+    domains::request_ejection(domain, reason);
+    request_reallocation();
+}
+
 fn request(new: Request) {
     {
         let mut pending = REQUEST.lock();
@@ -150,6 +173,11 @@ fn request(new: Request) {
         }
         *pending = Some(new);
     }
+    stop_everyone_soon();
+}
+
+/// Has the first CPU to enter its scheduler perform what is pending.
+fn stop_everyone_soon() {
     PENDING.store(true, Ordering::Release);
     let me = cpu::current_index();
     for index in (0..cpu::cpus_found()).filter(|&index| index != me) {
@@ -188,7 +216,9 @@ pub fn on_bootstrap_tick(now: u64) {
             .iter()
             .filter_map(|slot| slot.strand.as_ref())
             .any(|strand| {
-                strand.state.load(Ordering::Acquire) == RUNNABLE
+                // An extension domain's strands wait for its processors.
+                domain_of(strand) == DEFAULT_DOMAIN
+                    && strand.state.load(Ordering::Acquire) == RUNNABLE
                     && strand.running_on.load(Ordering::Acquire) == cpu::NO_CPU
                     && now.saturating_sub(strand.runnable_since.load(Ordering::Relaxed)) > bound
             });
@@ -224,10 +254,12 @@ pub fn rendezvous() {
         return;
     }
     PENDING.store(false, Ordering::Release);
-    let Some(request) = REQUEST.lock().take() else {
+    let request = REQUEST.lock().take();
+    let reallocate = REALLOCATE.swap(false, Ordering::AcqRel);
+    if request.is_none() && !reallocate {
         OWNER.store(false, Ordering::Release);
         return;
-    };
+    }
     let epoch = EPOCH.fetch_add(1, Ordering::AcqRel) + 1;
     let started = tsc::now();
     STOPPING.store(true, Ordering::Release);
@@ -251,32 +283,62 @@ pub fn rendezvous() {
         }
         core::hint::spin_loop();
     };
-    let mut record = SwapRecord {
-        from: current_policy(),
-        to: request.to,
-        at_ns: crate::kernel::nanoseconds_since_boot()
-            .saturating_sub(START.load(Ordering::Relaxed)),
-        pause_ns: 0,
-        strands: 0,
-        ejection: request.ejection,
-        kernel_view: false,
-        failed: None,
-    };
-    let stale = request.from.is_some_and(|from| from != record.from);
-    if !all_stopped {
-        record.failed = Some("not every CPU stopped in time");
-    } else if !stale {
-        perform(request, &mut record);
+    let at_ns =
+        crate::kernel::nanoseconds_since_boot().saturating_sub(START.load(Ordering::Relaxed));
+    let mut records = Vec::new();
+    if let Some(request) = request {
+        let mut record = SwapRecord {
+            from: current_policy(),
+            to: request.to,
+            at_ns,
+            pause_ns: 0,
+            strands: 0,
+            ejection: request.ejection,
+            kernel_view: false,
+            failed: None,
+        };
+        let stale = request.from.is_some_and(|from| from != record.from);
+        if !all_stopped {
+            record.failed = Some("not every CPU stopped in time");
+        } else if !stale {
+            perform(request, &mut record);
+        }
+        if !stale {
+            records.push(record);
+        }
+    }
+    if reallocate && all_stopped {
+        for (name, reason, strands) in domains::apply_stopped() {
+            records.push(SwapRecord {
+                from: name,
+                to: current_policy(),
+                at_ns,
+                pause_ns: 0,
+                strands,
+                ejection: Some(reason),
+                kernel_view: true,
+                failed: None,
+            });
+        }
+    } else if reallocate {
+        // Tried again at the next rendezvous.
+        REALLOCATE.store(true, Ordering::Release);
+        PENDING.store(true, Ordering::Release);
     }
     let pause = tsc::cycles_to_ns(tsc::now() - started);
-    record.pause_ns = pause;
-    if let Some(histogram) = PAUSE.get() {
+    let histogram = if records.iter().any(|record| record.ejection.is_none()) {
+        PAUSE.get()
+    } else {
+        REALLOC_PAUSE.get()
+    };
+    if let Some(histogram) = histogram {
         histogram.record(pause);
     }
     RELEASED.store(epoch, Ordering::Release);
     STOPPING.store(false, Ordering::Release);
     OWNER.store(false, Ordering::Release);
-    if !stale {
+    for mut record in records {
+        record.pause_ns = pause;
         LOG.lock().push(record);
     }
     // Idle CPUs look at the new policy's queues.
@@ -292,30 +354,28 @@ fn perform(request: Request, record: &mut SwapRecord) {
         return;
     };
     let context = policy_context();
-    let kernel = kernel_view();
     let old = POLICY.lock().clone();
     let handover = match (request.ejection, old) {
-        (None, Some(old)) => {
-            // A faulting export is no hand-over: the kernel's view is used,
-            // and the old policy is quarantined with the swap's completion.
-            let exported = calls::call(&old, Callback::Export, |policy| policy.export(&context));
-            match exported {
-                Some(exported) if matches_kernel_view(&exported, &kernel) => exported,
-                _ => {
-                    record.kernel_view = true;
-                    kernel
-                }
-            }
+        (None, Some(policy)) => {
+            let (strands, kernel_view) = exported_or_kernel_view(
+                &Owner {
+                    domain: DEFAULT_DOMAIN,
+                    policy,
+                },
+                &context,
+            );
+            record.kernel_view = kernel_view;
+            strands
         }
         _ => {
             record.kernel_view = true;
-            kernel
+            kernel_view(DEFAULT_DOMAIN)
         }
     };
     record.strands = handover.len();
     let new: alloc::sync::Arc<dyn spindle_sched_ext::Policy> =
         alloc::sync::Arc::from((info.create)(context.cpu_count));
-    let imported = calls::call_policy(&new, Callback::Import, |policy| {
+    let imported = calls::call_policy(DEFAULT_DOMAIN, &new, Callback::Import, |policy| {
         policy.import(&context, handover)
     });
     match imported {
@@ -338,12 +398,40 @@ fn perform(request: Request, record: &mut SwapRecord) {
     }
 }
 
-/// Every live strand as the kernel knows it, in table order.
-fn kernel_view() -> Vec<ExportedStrand> {
+/// The hand-over of `old`'s strands: its export, checked against the
+/// kernel's own table (every live strand of its domain exactly once, in the
+/// state the kernel knows), else the kernel's view; each strand with its
+/// effective affinity. Also says whether the kernel's view was used.
+fn exported_or_kernel_view(old: &Owner, context: &Context) -> (Vec<ExportedStrand>, bool) {
+    let kernel = kernel_view(old.domain);
+    // A faulting export is no hand-over: the kernel's view is used, and the
+    // old policy is quarantined with the swap's completion.
+    let exported = calls::call(old, Callback::Export, |policy| policy.export(context));
+    let (mut strands, kernel_view) = match exported {
+        Some(exported) if matches_kernel_view(&exported, &kernel) => (exported, false),
+        _ => (kernel, true),
+    };
+    for strand in &mut strands {
+        if let Some(known) = super::lookup(strand.spec.id) {
+            strand.spec.affinity = effective_affinity(&known);
+        }
+    }
+    (strands, kernel_view)
+}
+
+/// The hand-over of `old`'s strands to a fresh instance of its policy
+/// (processor reallocation, domains.rs).
+pub(super) fn hand_over_strands(old: &Owner, context: &Context) -> Vec<ExportedStrand> {
+    exported_or_kernel_view(old, context).0
+}
+
+/// Every live strand of `domain` as the kernel knows it, in table order.
+fn kernel_view(domain: DomainId) -> Vec<ExportedStrand> {
     STRANDS
         .lock()
         .iter()
         .filter_map(|slot| slot.strand.as_ref())
+        .filter(|strand| domain_of(strand) == domain)
         .filter_map(|strand| exported(strand))
         .collect()
 }
@@ -356,7 +444,7 @@ fn exported(strand: &Strand) -> Option<ExportedStrand> {
         _ => return None,
     };
     Some(ExportedStrand {
-        spec: StrandSpec::new(strand.id, strand.affinity(), strand.params),
+        spec: StrandSpec::new(strand.id, effective_affinity(strand), strand.params),
         state,
         virtual_time: 0,
         absolute_deadline: None,

@@ -4,6 +4,8 @@
 //! this file runs it on real CPUs, with interrupts on, for `selftest_ms`,
 //! and reports its counts as `churn.*` scalars.
 
+pub mod processors;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
