@@ -3,7 +3,7 @@
 //! every tick's lateness (interrupt entry minus programmed deadline) recorded
 //! per CPU. Also the periodic-mode self-test.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Once;
 
@@ -79,11 +79,59 @@ pub fn start_ticking(hz: u64) {
     apic::arm_deadline(deadline);
 }
 
+/// CPUs whose tick is stopped while they idle.
+static TICKLESS: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
+
+/// Tickless idle: stops the calling CPU's tick while it has nothing to run;
+/// an interrupt (a wake-up IPI) brings it back through [`resume_tick`].
+/// CPU 0 always ticks: its tick wakes sleepers, runs the watchdog and starts
+/// scheduled swaps.
+pub fn stop_tick_while_idle() {
+    let me = cpu::current_index();
+    let block = cpu::current();
+    if me == 0 || TICKLESS[me].load(Ordering::Relaxed) {
+        return;
+    }
+    if block.tick_period_tsc.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    TICKLESS[me].store(true, Ordering::Release);
+    // A tick already pending finds no deadline and is only acknowledged.
+    block.timer_deadline_tsc.store(0, Ordering::Relaxed);
+    apic::disarm_timer();
+    block.tickless_entries.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Restarts the calling CPU's tick if [`stop_tick_while_idle`] stopped it
+/// (before the scheduler calls a policy: the tick is also what breaks a
+/// policy call that never returns).
+pub fn resume_tick() {
+    let me = cpu::current_index();
+    if !TICKLESS[me].load(Ordering::Acquire) {
+        return;
+    }
+    TICKLESS[me].store(false, Ordering::Release);
+    let block = cpu::current();
+    let period = block.tick_period_tsc.load(Ordering::Relaxed);
+    if period == 0 {
+        return;
+    }
+    let deadline = tsc::now() + period;
+    block.timer_deadline_tsc.store(deadline, Ordering::Relaxed);
+    apic::arm_deadline(deadline);
+}
+
+/// Whether CPU `index` idles with its tick stopped.
+pub fn is_tickless(index: usize) -> bool {
+    TICKLESS[index].load(Ordering::Acquire)
+}
+
 /// Stops the calling CPU's tick.
 pub fn stop_ticking() {
     let block = cpu::current();
     block.tick_period_tsc.store(0, Ordering::Relaxed);
     block.timer_deadline_tsc.store(0, Ordering::Relaxed);
+    TICKLESS[cpu::current_index()].store(false, Ordering::Release);
     apic::stop_timer();
 }
 

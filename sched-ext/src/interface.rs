@@ -16,8 +16,13 @@
 //!   [`Policy::resume`] on that CPU. `None` leads to [`Policy::cpu_idle`] and
 //!   a halt until the next interrupt (the tick or a reschedule interrupt),
 //!   after which the CPU calls `pick_next` again.
-//! * [`Policy::tick`] runs on every CPU at every timer tick, idle ones
-//!   included (`current` is then `None`); `Preempt` makes the kernel raise
+//! * [`Policy::tick`] runs at every timer tick of a CPU that ticks: every
+//!   busy CPU, and CPU 0 even when idle (`current` is then `None`). Other
+//!   idle CPUs are *tickless*: they get no tick and call nothing until an
+//!   interrupt wakes them, so a policy that queues work an idle CPU should
+//!   take must name that CPU in [`Policy::wants_wakeup`] (the kernel itself
+//!   wakes the CPU `select_cpu` chose, and one tickless CPU the strand may
+//!   use when that one is busy). `Preempt` makes the kernel raise
 //!   [`Policy::checkpoint`]`(Preempted)` and call `pick_next`.
 //! * A running strand leaves its CPU through `checkpoint` with a
 //!   [`CheckpointReason`]: after `Preempted` or `Yielded` the policy must make

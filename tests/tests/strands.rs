@@ -37,6 +37,15 @@ fn run_strands(smp: u32, policy: &str, count: u64) {
     assert_eq!(scalar("strands_exited"), count, "{policy} -smp {smp}");
     assert_eq!(scalar("strands_lost"), 0, "{policy} -smp {smp}");
     assert_eq!(scalar("rejected_decisions"), 0, "{policy} -smp {smp}");
+    // Tickless idle: every CPU but CPU 0 stopped its tick when it ran out of
+    // strands (at the latest once all had exited); CPU 0 always ticks.
+    let tickless = spindle_tests::scalar_list(&report, "tickless_entries_per_cpu");
+    assert_eq!(tickless.len(), smp as usize, "{policy} -smp {smp}");
+    assert_eq!(tickless[0], 0, "{policy} -smp {smp}: CPU 0 went tickless");
+    assert!(
+        tickless[1..].iter().all(|&entries| entries > 0),
+        "{policy} -smp {smp}: a CPU never went tickless: {tickless:?}"
+    );
     // Half the strands yield 20 times each, the other half are preempted:
     // at least one switch in per yield, plus one per strand to start.
     assert!(

@@ -232,6 +232,23 @@ pub fn stop_timer() {
     set_mode(MODE_NONE);
 }
 
+/// Disarms the calling CPU's timer but keeps its mode, so that the next
+/// [`arm_deadline`] is a single write (tickless idle).
+pub fn disarm_timer() {
+    with_local_apic(|apic| {
+        // SAFETY: a zero deadline (TSC-deadline mode) or a zero initial
+        // count (one-shot mode) only disarms this CPU's own timer (SDM
+        // §10.5.4, §10.5.4.1).
+        unsafe {
+            if timer_arming() == TimerArming::TscDeadline {
+                x86::msr::wrmsr(MSR_TSC_DEADLINE, 0);
+            } else {
+                apic.set_timer_initial(0);
+            }
+        }
+    });
+}
+
 /// Arms the calling CPU's timer to interrupt every `counts` timer counts.
 pub fn arm_periodic(counts: u32) {
     with_local_apic(|apic| {

@@ -77,6 +77,8 @@ pub struct PerCpu {
     pub timer_deadline_tsc: AtomicU64,
     /// Tick period in TSC cycles while ticking (0: not ticking).
     pub tick_period_tsc: AtomicU64,
+    /// Times this CPU stopped its tick to idle (tickless idle).
+    pub tickless_entries: AtomicU64,
     /// IPIs this CPU answered in the IPI round-trip benchmark.
     pub ipi_answered: AtomicU64,
     /// Work posted to this CPU by `smp::run_on` (a `fn()` address, 0: none).
@@ -111,6 +113,7 @@ impl PerCpu {
             periodic_ticks: AtomicU64::new(0),
             timer_deadline_tsc: AtomicU64::new(0),
             tick_period_tsc: AtomicU64::new(0),
+            tickless_entries: AtomicU64::new(0),
             ipi_answered: AtomicU64::new(0),
             mailbox: AtomicUsize::new(0),
             mailbox_done: AtomicU64::new(0),

@@ -262,6 +262,14 @@ pub fn report_scheduler_scalars(created: u64, exited: u64) {
         });
         console::write_scalar_u64(console, "swaps", counters.swaps.load(Ordering::Relaxed));
         console::write_record(console, "scalar", |record| {
+            record.str("name", "tickless_entries_per_cpu")?.u64_list(
+                "value",
+                (0..cpu::cpus_found())
+                    .map(|index| cpu::per_cpu(index).tickless_entries.load(Ordering::Relaxed)),
+            )?;
+            Ok(())
+        });
+        console::write_record(console, "scalar", |record| {
             record.str("name", "busy_ns_per_cpu")?.u64_list(
                 "value",
                 (0..cpu::cpus_found()).map(crate::strand::busy_nanoseconds),

@@ -462,7 +462,21 @@ fn wake(owner: &Owner, strand: &Strand, measured: bool) {
         });
         let mut wanted = wanted_cpus(owner, &context);
         wanted.insert(target);
-        wanted.remove(context.cpu);
+        let target_busy =
+            target == context.cpu || RUNS_STRAND[target.index()].load(Ordering::Acquire);
+        if target_busy && wanted.iter().all(|cpu| cpu == target || cpu == context.cpu) {
+            // The strand waits behind another while a CPU it may use idles
+            // without a tick: wake one such CPU, whose `pick_next` may take
+            // it (an idle CPU no longer polls its policy every tick).
+            if let Some(idle) = affinity.iter().find(|&cpu| {
+                cpu != target && cpu != context.cpu && crate::timer::is_tickless(cpu.index())
+            }) {
+                wanted.insert(idle);
+            }
+        }
+        if wanted.remove(context.cpu) {
+            KICKED[context.cpu.index()].store(true, Ordering::Release);
+        }
         for cpu_to_wake in wanted.iter() {
             kick(cpu_to_wake);
         }
@@ -508,6 +522,7 @@ fn readmit(owner: &Owner, context: &Context, strand: &Strand) {
 fn kick(target: CpuId) {
     let index = usize::from(target.0);
     if index < cpu::cpus_found() {
+        KICKED[index].store(true, Ordering::Release);
         apic::send_ipi(
             cpu::per_cpu(index).apic_id.load(Ordering::Relaxed),
             apic::VECTOR_IPI_WAKE,
@@ -716,11 +731,36 @@ pub fn dump_live_strands() {
     }
 }
 
+/// Prints each CPU's scheduler state (with the live strands) when the
+/// watchdog fires, so that a stall can be diagnosed from the serial log.
+pub(crate) fn dump_cpus() {
+    for index in 0..cpu::cpus_found() {
+        let block = cpu::per_cpu(index);
+        crate::kprintln!(
+            "kernel: cpu {index}: runs_strand {} tickless {} kicked {} ticks {} deadline_tsc {} now_tsc {}",
+            RUNS_STRAND[index].load(Ordering::Relaxed),
+            crate::timer::is_tickless(index),
+            KICKED[index].load(Ordering::Relaxed),
+            block.ticks.load(Ordering::Relaxed),
+            block.timer_deadline_tsc.load(Ordering::Relaxed),
+            crate::arch::tsc::now(),
+        );
+    }
+    dump_live_strands();
+}
+
 /// Strands waiting on a deadline: (deadline, sleep number, strand).
 static SLEEPERS: IrqMutex<Vec<(u64, u64, Arc<Strand>)>> = irq_mutex(Vec::new());
 /// The earliest deadline in `SLEEPERS` (`u64::MAX`: none), written under its
 /// lock: every CPU's tick reads it instead of taking the lock.
 static EARLIEST_SLEEPER: AtomicU64 = AtomicU64::new(u64::MAX);
+/// Set by [`kick`] before the interrupt is sent. Policy calls run with
+/// interrupts on, and an interrupt that lands inside one does not run the
+/// scheduler: a CPU that was kicked during its own scheduling pass must not
+/// go to sleep on that kick (see `resume_next`).
+static KICKED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
+/// Whether each CPU runs a strand (else it idles).
+static RUNS_STRAND: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 /// Per-CPU busy time.
 static BUSY: [AtomicU64; cpu::MAX_CPUS] = [const { AtomicU64::new(0) }; cpu::MAX_CPUS];
 /// `sched.wake.local`, `sched.wake.remote`, `sched.timer_lateness`.
@@ -784,7 +824,7 @@ pub fn on_tick() {
         .map(|strand| strand.id);
     // The abort protocol: a revocation's notice ran out.
     let forced = domains::must_force(me, context.now, current);
-    // Idle CPUs tick too (with no current strand): balancing policies use it.
+    // An idle CPU that ticks (CPU 0) has no current strand: balancing policies use it.
     let answer = owner.as_ref().and_then(|owner| {
         calls::call(owner, Callback::Tick, |policy| {
             policy.tick(&context, current, ran)
@@ -822,9 +862,15 @@ fn runner_owner(runner: Runner) -> Option<Owner> {
 
 /// Interrupts the CPUs the policy asked to have woken (its answer clears as
 /// it is read, so this follows every call that may set it).
+///
+/// The policy's answer is one set for all CPUs, taken by whichever asks
+/// first: a CPU that finds itself in it marks itself kicked, so that it does
+/// not idle on work meant for it (see `resume_next`).
 fn kick_wanted(owner: &Owner, context: &Context) {
     for wanted in wanted_cpus(owner, context).iter() {
-        if wanted != context.cpu {
+        if wanted == context.cpu {
+            KICKED[context.cpu.index()].store(true, Ordering::Release);
+        } else {
             kick(wanted);
         }
     }
@@ -862,6 +908,9 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     }
     // A live swap or an ejection waits here for every CPU (see swap.rs).
     swap::rendezvous();
+    // An idle CPU woken without its tick gets it back before any policy
+    // call (the tick is also what breaks a call that never returns).
+    crate::timer::resume_tick();
     let me = cpu::current_index();
     let mut scheduler = CPU_SCHEDULERS[me].lock();
     let mut request = if frame.vector == u64::from(context::VECTOR_SWITCH) {
@@ -971,7 +1020,10 @@ fn resume_next(
     directed: Option<StrandId>,
 ) -> *mut InterruptFrame {
     let context = *context;
+    KICKED[me].store(false, Ordering::Release);
     let Some(owner) = runner_owner(domains::at_scheduling_point(me)) else {
+        RUNS_STRAND[me].store(false, Ordering::Release);
+        crate::timer::stop_tick_while_idle();
         return scheduler.idle_frame as *mut InterruptFrame;
     };
     let policy = &owner;
@@ -983,16 +1035,29 @@ fn resume_next(
             let next_frame = next.frame.load(Ordering::Relaxed);
             scheduler.stint_start = context.now;
             scheduler.current = Some(next);
+            RUNS_STRAND[me].store(true, Ordering::Release);
             next_frame as *mut InterruptFrame
         }
         None => {
             calls::call(policy, Callback::CpuIdle, |policy| {
                 policy.cpu_idle(&context)
             });
+            RUNS_STRAND[me].store(false, Ordering::Release);
             scheduler.idle_frame as *mut InterruptFrame
         }
     };
     kick_wanted(policy, &context);
+    if !RUNS_STRAND[me].load(Ordering::Relaxed) {
+        if KICKED[me].load(Ordering::Acquire) {
+            // A kick landed inside one of this pass's policy calls (work
+            // was queued for this CPU after its `pick_next` looked): it is
+            // sent again, to arrive once the CPU idles.
+            kick(CpuId(me as u16));
+        } else {
+            // Tickless idle: nothing to run, so no tick until an interrupt.
+            crate::timer::stop_tick_while_idle();
+        }
+    }
     resumed
 }
 

@@ -223,6 +223,9 @@ pub fn on_bootstrap_tick(now: u64) {
                     && now.saturating_sub(strand.runnable_since.load(Ordering::Relaxed)) > bound
             });
         if stalled {
+            if current_policy() != FALLBACK_POLICY {
+                super::dump_cpus();
+            }
             request_ejection(
                 current_policy(),
                 "left a runnable strand waiting past the watchdog bound",
