@@ -25,6 +25,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "swap",
     "watchdog_ms",
     "budget_ms",
+    "tickless",
     "strand_count",
     "strand_ms",
     "mixed_ms",
@@ -163,6 +164,8 @@ pub struct KernelArgs {
     pub swap_count: usize,
     /// How long a runnable strand may wait before its policy is ejected.
     pub watchdog_ms: u64,
+    /// Whether idle CPUs (other than CPU 0) stop their tick.
+    pub tickless: bool,
     /// How long one policy callback may run before its policy is ejected
     /// (hand-over callbacks get ten times as long).
     pub budget_ms: u64,
@@ -200,6 +203,7 @@ impl Default for KernelArgs {
             swaps: [(0, "rr"); MAX_SWAPS],
             swap_count: 0,
             watchdog_ms: 2000,
+            tickless: true,
             budget_ms: 100,
             strand_count: 32,
             strand_ms: 20,
@@ -397,6 +401,13 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "mixed_ms" => args.mixed_ms = number(key, value, 1, 600_000)?,
             "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,
             "budget_ms" => args.budget_ms = number(key, value, 1, 600_000)?,
+            "tickless" => {
+                args.tickless = match value {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => return Err(value_error(key, "on or off")),
+                }
+            }
             "swap" => {
                 let list = value.ok_or_else(|| value_error(key, "needs a value"))?;
                 args.swap_count = 0;

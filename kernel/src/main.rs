@@ -40,8 +40,6 @@ mod kernel;
 #[cfg(target_os = "none")]
 mod metrics;
 #[cfg(target_os = "none")]
-mod mixed;
-#[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
 mod strand;
@@ -49,3 +47,5 @@ mod strand;
 mod sync;
 #[cfg(target_os = "none")]
 mod timer;
+#[cfg(target_os = "none")]
+mod workloads;

@@ -79,6 +79,15 @@ pub fn start_ticking(hz: u64) {
     apic::arm_deadline(deadline);
 }
 
+/// Whether idle CPUs may stop their tick (off during the boot-time timer
+/// window, which measures every CPU's ticks; `tickless=off` keeps it off).
+static TICKLESS_ALLOWED: AtomicBool = AtomicBool::new(false);
+
+/// Lets idle CPUs stop their tick from now on (or not).
+pub fn allow_tickless_idle(allowed: bool) {
+    TICKLESS_ALLOWED.store(allowed, Ordering::Release);
+}
+
 /// CPUs whose tick is stopped while they idle.
 static TICKLESS: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 
@@ -89,7 +98,8 @@ static TICKLESS: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }
 pub fn stop_tick_while_idle() {
     let me = cpu::current_index();
     let block = cpu::current();
-    if me == 0 || TICKLESS[me].load(Ordering::Relaxed) {
+    if me == 0 || !TICKLESS_ALLOWED.load(Ordering::Acquire) || TICKLESS[me].load(Ordering::Relaxed)
+    {
         return;
     }
     if block.tick_period_tsc.load(Ordering::Relaxed) == 0 {

@@ -104,6 +104,18 @@ fn an_unknown_policy_is_refused() {
     );
 }
 
+#[test]
+fn tickless_off_keeps_every_cpu_ticking() {
+    let report = boot_with(
+        2,
+        "bench=tsc tsc_samples=1 selftest=strands strand_count=8 tickless=off watchdog_ms=30000",
+        Duration::from_secs(180),
+    );
+    expect_status(&report, ExitStatusKind::Ok);
+    let tickless = spindle_tests::scalar_list(&report, "tickless_entries_per_cpu");
+    assert_eq!(tickless, [0, 0]);
+}
+
 /// Runs `selftest=strand-ops` and checks join, directed yield and affinity.
 fn run_strand_operations(smp: u32, policy: &str) -> serde_json::Value {
     let report = boot_with(

@@ -906,12 +906,15 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     if !STARTED.load(Ordering::Acquire) {
         return frame;
     }
+    // Kicks from here on are noticed at the end of this pass, even one that
+    // lands inside a policy call (where it runs no scheduler).
+    let me = cpu::current_index();
+    KICKED[me].store(false, Ordering::Release);
     // A live swap or an ejection waits here for every CPU (see swap.rs).
     swap::rendezvous();
     // An idle CPU woken without its tick gets it back before any policy
     // call (the tick is also what breaks a call that never returns).
     crate::timer::resume_tick();
-    let me = cpu::current_index();
     let mut scheduler = CPU_SCHEDULERS[me].lock();
     let mut request = if frame.vector == u64::from(context::VECTOR_SWITCH) {
         frame.rax
@@ -1020,10 +1023,9 @@ fn resume_next(
     directed: Option<StrandId>,
 ) -> *mut InterruptFrame {
     let context = *context;
-    KICKED[me].store(false, Ordering::Release);
     let Some(owner) = runner_owner(domains::at_scheduling_point(me)) else {
         RUNS_STRAND[me].store(false, Ordering::Release);
-        crate::timer::stop_tick_while_idle();
+        idle_until_kicked(me);
         return scheduler.idle_frame as *mut InterruptFrame;
     };
     let policy = &owner;
@@ -1048,17 +1050,22 @@ fn resume_next(
     };
     kick_wanted(policy, &context);
     if !RUNS_STRAND[me].load(Ordering::Relaxed) {
-        if KICKED[me].load(Ordering::Acquire) {
-            // A kick landed inside one of this pass's policy calls (work
-            // was queued for this CPU after its `pick_next` looked): it is
-            // sent again, to arrive once the CPU idles.
-            kick(CpuId(me as u16));
-        } else {
-            // Tickless idle: nothing to run, so no tick until an interrupt.
-            crate::timer::stop_tick_while_idle();
-        }
+        idle_until_kicked(me);
     }
     resumed
+}
+
+/// The end of a scheduling pass that leaves CPU `me` idle: tickless until
+/// the next interrupt, unless a kick landed during the pass (inside an
+/// extension call, where it ran no scheduler: work queued for this CPU, or
+/// a rendezvous waiting for it), which is sent again to arrive once the CPU
+/// idles.
+fn idle_until_kicked(me: usize) {
+    if KICKED[me].load(Ordering::Acquire) {
+        kick(CpuId(me as u16));
+    } else {
+        crate::timer::stop_tick_while_idle();
+    }
 }
 
 /// Asks the policy for the next strand and re-checks its answer: the strand

@@ -286,6 +286,15 @@ pub fn rendezvous() {
         }
         core::hint::spin_loop();
     };
+    if !all_stopped {
+        let late: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|&index| STOP_ACKNOWLEDGED[index].load(Ordering::Acquire) != epoch)
+            .collect();
+        crate::kprintln!("kernel: cpu {me}: CPUs {late:?} did not stop within 2 s");
+        super::dump_cpus();
+    }
     let at_ns =
         crate::kernel::nanoseconds_since_boot().saturating_sub(START.load(Ordering::Relaxed));
     let mut records = Vec::new();

@@ -1,4 +1,4 @@
-//! The interfaces the kernel domain exports to extensions: the console, the clock and the `print` event.
+//! The interfaces the kernel domain exports to extensions: the console, the clock, the `print` event, the strand operations for workloads (`strands`) and execution contexts for thread packages (`contexts`).
 //!
 //! An extension names these types in its module's imports
 //! (`Import::of::<Console>(CONSOLE)`); resolving its domain against the
@@ -7,6 +7,11 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod contexts;
+pub mod strands;
 
 /// The name under which the kernel exports its [`Console`].
 pub const CONSOLE: &str = "kernel.Console";

@@ -1,13 +1,18 @@
 //! `--bench mixed`: CPU-bound strands with stride tickets 3:2:1 sharing one CPU, sleepers, wake-up ping-pongs on one CPU and across CPUs, a yielding pair, and periodic strands with deadlines, all at once under the running policy.
 //!
-//! Reports the scheduler's scalars plus `cpu_utilisation` (percent of the
-//! CPUs' time spent in strands during the run), `stride.share_error_pct`
-//! (the largest relative error of the trio's CPU shares against 3:2:1) and
-//! `edf.deadline_misses` (jobs of the periodic strands that finished after
-//! their deadline), and fills `sched.switch`; the scheduler itself fills
-//! `sched.wake.local`, `sched.wake.remote` and `sched.timer_lateness`.
+//! Written against the kernel's [`Strands`] interface only. [`run`] returns
+//! a [`Report`]: `cpu_utilisation` (percent of the CPUs' time spent in
+//! strands during the run), `stride.share_error_pct` (the largest relative
+//! error of the trio's CPU shares against 3:2:1) and `edf.deadline_misses`
+//! (jobs of the periodic strands that finished after their deadline); it
+//! fills `sched.switch`, and the scheduler itself fills `sched.wake.local`,
+//! `sched.wake.remote` and `sched.timer_lateness`.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-use alloc::boxed::Box;
+extern crate alloc;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -15,15 +20,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams, StrandId};
-
-use crate::arch::cpu;
-use crate::console;
-use crate::metrics;
-use crate::selftest::{compute_until, wait_for_strands};
-use crate::strand;
+use spindle_services::strands::{pack, unpack, Strands};
 
 /// Tickets of the share trio.
-const TRIO_TICKETS: [u32; 3] = [300, 200, 100];
+pub const TRIO_TICKETS: [u32; 3] = [300, 200, 100];
 /// Sleepers per CPU, and how long each sleep asks for.
 const SLEEPERS_PER_CPU: usize = 2;
 const SLEEP_NS: u64 = 1_000_000;
@@ -35,8 +35,44 @@ const JOB_NS: u64 = 1_000_000;
 /// How long the run may take beyond its duration before strands count as lost.
 const GRACE_NS: u64 = 30_000_000_000;
 
-fn now() -> u64 {
-    crate::kernel::nanoseconds_since_boot()
+/// What one run measured (the kernel writes it as scalars).
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What went wrong (strands that could not be created or did not exit).
+    pub problems: Vec<String>,
+    /// Strands' busy time over the CPUs' wall time, in tenths of a percent.
+    pub utilisation_permille: u64,
+    /// The largest relative error of the trio's shares, in tenths of a percent.
+    pub share_error_permille: u64,
+    /// Periodic jobs that finished after their deadline.
+    pub deadline_misses: u64,
+    /// Periodic jobs run.
+    pub jobs: u64,
+}
+
+/// Computes (spins) until `end`, in nanoseconds since boot.
+pub fn compute_until(strands: &dyn Strands, end: u64) {
+    let mut iterations = 0u64;
+    while strands.now() < end {
+        iterations = core::hint::black_box(iterations + 1);
+    }
+}
+
+/// The largest relative error of the CPU times `run_times` against the
+/// shares `tickets` ask for, in tenths of a percent.
+pub fn share_error_permille(run_times: &[u64], tickets: &[u32]) -> u64 {
+    let total_time: u64 = run_times.iter().sum::<u64>().max(1);
+    let total_tickets: u64 = tickets.iter().map(|&tickets| u64::from(tickets)).sum();
+    run_times
+        .iter()
+        .zip(tickets)
+        .map(|(&time, &tickets)| {
+            let expected = u64::from(tickets) * 1_000_000 / total_tickets.max(1);
+            let actual = time * 1_000_000 / total_time;
+            actual.abs_diff(expected) * 1000 / expected.max(1)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the strands share.
@@ -49,13 +85,14 @@ struct Shared {
 }
 
 fn spawn(
+    strands: &dyn Strands,
     problems: &mut Vec<String>,
     held: &mut Vec<StrandId>,
     affinity: CpuSet,
     params: SchedParams,
     body: impl FnOnce() + Send + 'static,
 ) -> Option<StrandId> {
-    match strand::spawn_held(Box::new(body), affinity, params) {
+    match strands.spawn_held(alloc::boxed::Box::new(body), affinity, params) {
         Ok(id) => {
             held.push(id);
             Some(id)
@@ -67,11 +104,12 @@ fn spawn(
     }
 }
 
-/// Runs the workload for `duration_ms` and reports it; returns problems.
-pub fn run(duration_ms: u64) -> Vec<String> {
+/// Runs the workload for `duration_ms` from a CPU's own context.
+pub fn run(strands: &'static dyn Strands, duration_ms: u64) -> Report {
     let mut problems = Vec::new();
-    let cpus = cpu::cpus_found() as u16;
+    let cpus = strands.cpu_count();
     let last = CpuId(cpus - 1);
+    let now = move || strands.now();
     let start = now();
     let shared = Arc::new(Shared {
         end: start + duration_ms * 1_000_000,
@@ -80,8 +118,10 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         jobs: AtomicU64::new(0),
         finished: AtomicU64::new(0),
     });
-    let busy_before: Vec<u64> = (0..cpus as usize).map(strand::busy_nanoseconds).collect();
-    let switch = metrics::register("sched.switch", "ns");
+    let busy_before: Vec<u64> = (0..cpus)
+        .map(|cpu| strands.busy_nanoseconds(CpuId(cpu)))
+        .collect();
+    let switch = strands.histogram("sched.switch");
     let mut held: Vec<StrandId> = Vec::new();
     // Strands are created held and started together at the end: this
     // context is the CPU's idle context, which no strand ever yields to.
@@ -90,15 +130,16 @@ pub fn run(duration_ms: u64) -> Vec<String> {
     for (index, tickets) in TRIO_TICKETS.into_iter().enumerate() {
         let shared = Arc::clone(&shared);
         spawn(
+            strands,
             &mut problems,
             &mut held,
             CpuSet::single(last),
             SchedParams::default().with_tickets(tickets),
             move || {
-                compute_until(shared.end);
+                compute_until(strands, shared.end);
                 // A yield ends the stint, so the run time includes it.
-                strand::yield_now();
-                if let Some(time) = strand::current_id().and_then(strand::run_time) {
+                strands.yield_now();
+                if let Some(time) = strands.current().and_then(|me| strands.run_time(me)) {
                     shared.trio_run_time[index].store(time, Ordering::Relaxed);
                 }
                 shared.finished.fetch_add(1, Ordering::Relaxed);
@@ -119,13 +160,14 @@ pub fn run(duration_ms: u64) -> Vec<String> {
     for _ in 0..SLEEPERS_PER_CPU * usize::from(cpus) {
         let shared = Arc::clone(&shared);
         spawn(
+            strands,
             &mut problems,
             &mut held,
             others,
             SchedParams::default(),
             move || {
                 while now() < shared.end {
-                    strand::sleep(SLEEP_NS);
+                    strands.sleep(SLEEP_NS);
                 }
                 shared.finished.fetch_add(1, Ordering::Relaxed);
             },
@@ -143,23 +185,24 @@ pub fn run(duration_ms: u64) -> Vec<String> {
             let partner = Arc::clone(&partner_of_b);
             let stop = Arc::clone(&pair_stop);
             spawn(
+                strands,
                 &mut problems,
                 &mut held,
                 CpuSet::single(away),
                 SchedParams::default(),
                 move || {
                     loop {
-                        strand::block();
+                        strands.block();
                         if stop.load(Ordering::Acquire) {
                             break;
                         }
                         let mut a = partner.load(Ordering::Acquire);
                         while a == u64::MAX {
                             // The partner is being created: its id follows.
-                            strand::yield_now();
+                            strands.yield_now();
                             a = partner.load(Ordering::Acquire);
                         }
-                        strand::unblock(strand::unpack_id(a));
+                        strands.unblock(unpack(a));
                     }
                     shared.finished.fetch_add(1, Ordering::Relaxed);
                 },
@@ -169,22 +212,23 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let shared_a = Arc::clone(&shared);
         let stop = Arc::clone(&pair_stop);
         let a = spawn(
+            strands,
             &mut problems,
             &mut held,
             CpuSet::single(home),
             SchedParams::default(),
             move || {
                 while now() < shared_a.end {
-                    strand::unblock(b);
-                    strand::block();
+                    strands.unblock(b);
+                    strands.block();
                 }
                 stop.store(true, Ordering::Release);
-                strand::unblock(b);
+                strands.unblock(b);
                 shared_a.finished.fetch_add(1, Ordering::Relaxed);
             },
         );
         if let Some(a) = a {
-            partner_of_b.store(strand::pack_id(a), Ordering::Release);
+            partner_of_b.store(pack(a), Ordering::Release);
         }
     }
 
@@ -195,6 +239,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         let shared = Arc::clone(&shared);
         let last_yield = Arc::clone(&last_yield);
         spawn(
+            strands,
             &mut problems,
             &mut held,
             CpuSet::single(first),
@@ -203,7 +248,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
                 while now() < shared.end {
                     let before = now();
                     last_yield.store(before << 2 | who, Ordering::Release);
-                    strand::yield_now();
+                    strands.yield_now();
                     let previous = last_yield.load(Ordering::Acquire);
                     if previous & 3 != who && previous != 0 {
                         switch.record(now().saturating_sub(previous >> 2));
@@ -218,6 +263,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
     for _ in 0..PERIODIC_STRANDS {
         let shared = Arc::clone(&shared);
         spawn(
+            strands,
             &mut problems,
             &mut held,
             others,
@@ -225,7 +271,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
             move || {
                 let mut release = now();
                 while release < shared.end {
-                    compute_until(now() + JOB_NS);
+                    compute_until(strands, now() + JOB_NS);
                     shared.jobs.fetch_add(1, Ordering::Relaxed);
                     if now() > release + PERIOD_NS {
                         shared.deadline_misses.fetch_add(1, Ordering::Relaxed);
@@ -233,7 +279,7 @@ pub fn run(duration_ms: u64) -> Vec<String> {
                     release += PERIOD_NS;
                     let current = now();
                     if release > current {
-                        strand::sleep(release - current);
+                        strands.sleep(release - current);
                     }
                 }
                 shared.finished.fetch_add(1, Ordering::Relaxed);
@@ -243,17 +289,16 @@ pub fn run(duration_ms: u64) -> Vec<String> {
 
     let spawned = held.len() as u64;
     for id in held {
-        strand::start(id);
+        strands.start(id);
     }
-    let counters = &strand::COUNTERS;
-    wait_for_strands(
-        &shared.finished,
-        spawned,
-        duration_ms * 1_000_000 + GRACE_NS,
-    );
+    let all_done = || {
+        let (created, exited) = strands.strand_counts();
+        shared.finished.load(Ordering::Relaxed) >= spawned && exited >= created
+    };
+    strands.wait_until(&all_done, duration_ms * 1_000_000 + GRACE_NS);
     let wall = now().saturating_sub(start).max(1);
-    let busy: u64 = (0..cpus as usize)
-        .map(|index| strand::busy_nanoseconds(index) - busy_before[index])
+    let busy: u64 = (0..cpus)
+        .map(|index| strands.busy_nanoseconds(CpuId(index)) - busy_before[usize::from(index)])
         .sum();
     let utilisation_permille = busy * 1000 / (wall * u64::from(cpus));
     let trio: Vec<u64> = shared
@@ -261,51 +306,31 @@ pub fn run(duration_ms: u64) -> Vec<String> {
         .iter()
         .map(|time| time.load(Ordering::Relaxed))
         .collect();
-    let trio_total: u64 = trio.iter().sum::<u64>().max(1);
-    let tickets_total: u64 = TRIO_TICKETS.iter().map(|&tickets| u64::from(tickets)).sum();
-    // Relative error of each share against its ticket share, in tenths of a
-    // percent; the largest is reported.
-    let share_error_permille = trio
-        .iter()
-        .zip(TRIO_TICKETS)
-        .map(|(&time, tickets)| {
-            let expected = u64::from(tickets) * 1_000_000 / tickets_total;
-            let actual = time * 1_000_000 / trio_total;
-            actual.abs_diff(expected) * 1000 / expected.max(1)
-        })
-        .max()
-        .unwrap_or(0);
-    let created = counters.created.load(Ordering::Relaxed);
-    let exited = counters.exited.load(Ordering::Relaxed);
+    let (created, exited) = strands.strand_counts();
     if exited != created {
-        strand::dump_live_strands();
         problems.push(format!(
             "mixed: {} of {created} strands did not exit",
             created - exited
         ));
     }
-    crate::selftest::report_scheduler_scalars(created, exited);
-    console::with_console(|console| {
-        console::write_record(console, "scalar", |record| {
-            record
-                .str("name", "cpu_utilisation")?
-                .fixed("value", utilisation_permille, 1)?;
-            Ok(())
-        });
-        console::write_record(console, "scalar", |record| {
-            record.str("name", "stride.share_error_pct")?.fixed(
-                "value",
-                share_error_permille,
-                1,
-            )?;
-            Ok(())
-        });
-        console::write_scalar_u64(
-            console,
-            "edf.deadline_misses",
-            shared.deadline_misses.load(Ordering::Relaxed),
-        );
-        console::write_scalar_u64(console, "edf.jobs", shared.jobs.load(Ordering::Relaxed));
-    });
-    problems
+    Report {
+        problems,
+        utilisation_permille,
+        share_error_permille: share_error_permille(&trio, &TRIO_TICKETS),
+        deadline_misses: shared.deadline_misses.load(Ordering::Relaxed),
+        jobs: shared.jobs.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_shares_have_no_error_and_skewed_ones_report_the_worst() {
+        assert_eq!(share_error_permille(&[300, 200, 100], &TRIO_TICKETS), 0);
+        // 40/40/20 against 50/33.3/16.7: the middle share is 20 % over.
+        assert_eq!(share_error_permille(&[40, 40, 20], &TRIO_TICKETS), 200);
+        assert_eq!(share_error_permille(&[0, 0, 0], &TRIO_TICKETS), 1000);
+    }
 }
