@@ -29,11 +29,21 @@ pub const KNOWN_KEYS: &[&str] = &[
     "strand_count",
     "strand_ms",
     "mixed_ms",
+    "thread_rounds",
+    "thread_count",
 ];
 /// Benchmark names `bench=` accepts.
-pub const BENCH_NAMES: &[&str] = &["timer", "ipi", "tsc", "dispatch", "mixed"];
+pub const BENCH_NAMES: &[&str] = &[
+    "timer", "ipi", "tsc", "dispatch", "mixed", "forkjoin", "pingpong",
+];
 /// Self-test names `selftest=` accepts.
-pub const SELFTEST_NAMES: &[&str] = &["dispatch-churn", "strands", "strand-ops", "processors"];
+pub const SELFTEST_NAMES: &[&str] = &[
+    "dispatch-churn",
+    "strands",
+    "strand-ops",
+    "processors",
+    "uthreads",
+];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
 /// it at boot).
 pub const SCHED_NAMES: &[&str] = &[
@@ -104,6 +114,10 @@ pub struct Benches {
     pub dispatch: bool,
     /// Strands of every kind at once under the running policy.
     pub mixed: bool,
+    /// Create and join a null thread: strands against uthreads.
+    pub forkjoin: bool,
+    /// A token handed back and forth: strands against uthreads.
+    pub pingpong: bool,
 }
 
 /// A self-test that runs after the benchmarks.
@@ -117,6 +131,9 @@ pub enum Selftest {
     StrandOperations,
     /// `processors`: processor allocation to extension domains.
     Processors,
+    /// `uthreads`: thousands of user-level threads spawned, joined and
+    /// counting under a mutex on every CPU.
+    Uthreads,
 }
 
 /// The compiled-in extensions `extensions=` installs at boot.
@@ -175,6 +192,10 @@ pub struct KernelArgs {
     pub strand_ms: u64,
     /// How long the `mixed` benchmark runs.
     pub mixed_ms: u64,
+    /// Samples of each `forkjoin` and `pingpong` histogram.
+    pub thread_rounds: u64,
+    /// Threads the `uthreads` self-test spawns and joins.
+    pub thread_count: u64,
 }
 
 impl Default for KernelArgs {
@@ -186,6 +207,8 @@ impl Default for KernelArgs {
                 tsc: true,
                 dispatch: false,
                 mixed: false,
+                forkjoin: false,
+                pingpong: false,
             },
             fault: None,
             fault_cpu: 0,
@@ -208,6 +231,8 @@ impl Default for KernelArgs {
             strand_count: 32,
             strand_ms: 20,
             mixed_ms: 1000,
+            thread_rounds: 1000,
+            thread_count: 2000,
         }
     }
 }
@@ -314,6 +339,8 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     tsc: false,
                     dispatch: false,
                     mixed: false,
+                    forkjoin: false,
+                    pingpong: false,
                 };
                 for name in spindle_cmdline::split_list(list, ',') {
                     match name {
@@ -322,6 +349,8 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                         "tsc" => args.benches.tsc = true,
                         "dispatch" => args.benches.dispatch = true,
                         "mixed" => args.benches.mixed = true,
+                        "forkjoin" => args.benches.forkjoin = true,
+                        "pingpong" => args.benches.pingpong = true,
                         _ => {
                             return Err(ArgsError::UnknownName {
                                 key,
@@ -381,6 +410,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     "strands" => Selftest::Strands,
                     "strand-ops" => Selftest::StrandOperations,
                     "processors" => Selftest::Processors,
+                    "uthreads" => Selftest::Uthreads,
                     _ => {
                         return Err(ArgsError::UnknownName {
                             key,
@@ -399,6 +429,8 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
             "strand_ms" => args.strand_ms = number(key, value, 1, 600_000)?,
             "mixed_ms" => args.mixed_ms = number(key, value, 1, 600_000)?,
+            "thread_rounds" => args.thread_rounds = number(key, value, 1, 1_000_000)?,
+            "thread_count" => args.thread_count = number(key, value, 1, 1_000_000)?,
             "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,
             "budget_ms" => args.budget_ms = number(key, value, 1, 600_000)?,
             "tickless" => {

@@ -312,6 +312,26 @@ fn run_and_report(
         problems += found.len();
         kprintln!("kernel: mixed benchmark done at +{} ms", elapsed_ms());
     }
+    if args.benches.forkjoin || args.benches.pingpong {
+        let found = crate::workloads::threads(
+            args.benches.forkjoin,
+            args.benches.pingpong,
+            args.thread_rounds,
+        );
+        for problem in &found {
+            report_problem(format_args!("{problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: thread benchmarks done at +{} ms", elapsed_ms());
+    }
+    if let Some(Selftest::Uthreads) = args.selftest {
+        let found = crate::workloads::uthreads_stress(args.thread_count);
+        for problem in &found {
+            report_problem(format_args!("uthreads: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: uthreads self-test done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::Strands) = args.selftest {
         let found = selftest::strands(args.strand_count, args.strand_ms);
         for problem in &found {

@@ -1,4 +1,4 @@
-//! The kernel's side of the workloads in `bench-apps/`: the `Strands` interface they are written against, and the runs behind `--bench mixed`, with their scalars.
+//! The kernel's side of the workloads in `bench-apps/`: the `Strands` and `Contexts` interfaces they are written against, and the runs behind `--bench mixed,forkjoin,pingpong` and `selftest=uthreads`, with their scalars.
 
 use alloc::boxed::Box;
 use alloc::format;
@@ -7,8 +7,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams, StrandId};
+use spindle_services::contexts::{Body, Contexts, ExecutionContext, Suspend};
 use spindle_services::strands::{Recorder, Strands};
 
+use crate::arch::thread_context::{Resumed, Suspender, ThreadContext};
 use crate::arch::{cpu, tsc};
 use crate::console;
 use crate::metrics::{self, PerCpuHistogram};
@@ -144,4 +146,115 @@ pub fn mixed(duration_ms: u64) -> Vec<String> {
         console::write_scalar_u64(console, "edf.jobs", report.jobs);
     });
     report.problems
+}
+
+/// Bytes of stack each thread package thread gets (plus a guard page).
+const THREAD_STACK_BYTES: usize = 16 * 1024;
+
+/// The kernel's execution contexts, as thread packages see them.
+pub struct KernelContexts;
+
+/// The one instance thread packages get.
+pub static CONTEXTS: KernelContexts = KernelContexts;
+
+impl Suspend for Suspender {
+    fn suspend(&self) {
+        Suspender::suspend(self);
+    }
+}
+
+impl ExecutionContext for ThreadContext {
+    fn resume(&mut self) -> bool {
+        ThreadContext::resume(self) == Resumed::Finished
+    }
+
+    fn reuse(&mut self, body: Body) -> Result<(), Body> {
+        if !self.is_finished() {
+            return Err(body);
+        }
+        ThreadContext::reuse(self, move |suspender: &Suspender| body(suspender))
+            .map_err(|_| unreachable!("the context has finished"))
+    }
+}
+
+impl Contexts for KernelContexts {
+    fn create(&self, body: Body) -> Result<Box<dyn ExecutionContext>, String> {
+        ThreadContext::new(THREAD_STACK_BYTES, move |suspender: &Suspender| {
+            body(suspender)
+        })
+        .map(|context| Box::new(context) as Box<dyn ExecutionContext>)
+        .map_err(|error| format!("thread context: {error}"))
+    }
+}
+
+/// `--bench forkjoin` and `--bench pingpong`: each on kernel strands and on
+/// `uthreads`, `rounds` samples each; returns the problems found.
+pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check = |name: &str, outcome: Result<(), String>| {
+        if let Err(error) = outcome {
+            problems.push(format!("{name}: {error}"));
+        }
+    };
+    if forkjoin {
+        check(
+            "forkjoin.strand",
+            spindle_bench_threads::forkjoin_strands(&STRANDS, rounds),
+        );
+        check(
+            "forkjoin.uthreads",
+            spindle_bench_threads::forkjoin_uthreads(&STRANDS, &CONTEXTS, rounds),
+        );
+    }
+    if pingpong {
+        check(
+            "pingpong.strand",
+            spindle_bench_threads::pingpong_strands(&STRANDS, rounds),
+        );
+        check(
+            "pingpong.uthreads",
+            spindle_bench_threads::pingpong_uthreads(&STRANDS, &CONTEXTS, rounds),
+        );
+    }
+    problems
+}
+
+/// `selftest=uthreads`: `threads` threads on every CPU, spawned, joined and
+/// counting under a mutex; reports `uthreads.*` scalars.
+pub fn uthreads_stress(threads: u64) -> Vec<String> {
+    const INCREMENTS: u64 = 10;
+    let mut problems = Vec::new();
+    match spindle_bench_threads::stress(&STRANDS, &CONTEXTS, threads, INCREMENTS) {
+        Ok(report) => {
+            if report.counter != report.threads * report.increments {
+                problems.push(format!(
+                    "the shared counter is {} instead of {}",
+                    report.counter,
+                    report.threads * report.increments
+                ));
+            }
+            if report.finished != report.threads {
+                problems.push(format!(
+                    "{} of {} threads finished",
+                    report.finished, report.threads
+                ));
+            }
+            console::with_console(|console| {
+                for (name, value) in [
+                    ("uthreads.threads", report.threads),
+                    ("uthreads.finished", report.finished),
+                    ("uthreads.counter", report.counter),
+                    ("uthreads.increments", report.increments),
+                    ("uthreads.contexts_made", report.contexts_made),
+                    ("uthreads.steals", report.steals),
+                ] {
+                    console::write_scalar_u64(console, name, value);
+                }
+            });
+        }
+        Err(error) => problems.push(error),
+    }
+    let (created, exited) = STRANDS.strand_counts();
+    crate::selftest::report_scheduler_scalars(created, exited);
+    problems
 }

@@ -11,4 +11,5 @@ pub mod pit;
 pub mod pvh;
 pub mod recovery;
 pub mod smp;
+pub mod thread_context;
 pub mod tsc;

@@ -7,8 +7,13 @@
 //!   mutexes ([`MutexId`]), condition variables ([`CondvarId`]) and counting
 //!   semaphores ([`SemaphoreId`]), all with FIFO hand-off.
 //!
+//! * [`runtime`]: the package at work, running threads in execution
+//!   contexts the kernel makes (`spindle_services::contexts`) on carrier
+//!   strands (`spindle_services::strands`).
+//!
 //! The package only decides *which* thread runs where and keeps the books;
-//! saving and restoring register state is the caller's job. Every operation
+//! saving and restoring register state is the kernel's context primitive's
+//! job. Every operation
 //! takes one spin lock, so a [`Package`] is `Send + Sync` and can be shared by
 //! several CPUs. Stale or unknown ids are refused with an [`Error`], never a
 //! panic. The crate is `no_std` outside its tests and has no `unsafe`.
@@ -19,6 +24,7 @@
 extern crate alloc;
 
 mod package;
+pub mod runtime;
 mod sync;
 
 pub use package::Package;

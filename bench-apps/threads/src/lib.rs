@@ -1,0 +1,271 @@
+//! `--bench forkjoin,pingpong` and `selftest=uthreads`: the 1991 scheduler-activations paper's Null Fork and Signal-Wait, on kernel strands and on `uthreads` threads, and a stress test of the thread package.
+//!
+//! * `forkjoin.<kind>`: create a thread that does nothing and join it; one
+//!   sample per round, in nanoseconds.
+//! * `pingpong.<kind>`: two threads hand a token back and forth; one sample
+//!   per round trip. Strands hand it over with Block/Unblock, uthreads
+//!   threads with two semaphores.
+//! * [`stress`]: thousands of threads on every CPU, spawned and joined, each
+//!   incrementing a shared counter under a mutex with a yield inside the
+//!   critical section, so that only mutual exclusion keeps the count right.
+//!
+//! Everything runs on CPU 0 for the figures (both kinds pay the same
+//! machine), and is written against the kernel's `Strands` and `Contexts`
+//! interfaces only.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::num::NonZeroU16;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
+use spindle_services::contexts::Contexts;
+use spindle_services::strands::{pack, unpack, Strands};
+use spindle_uthreads::runtime::Runtime;
+
+/// How long one benchmark may take before it counts as hung.
+const TIMEOUT_NS: u64 = 120_000_000_000;
+
+/// The CPU the figures are taken on.
+fn bench_cpu() -> CpuSet {
+    CpuSet::single(CpuId(0))
+}
+
+/// Runs `work` in a strand on CPU 0 and waits for it (from a CPU's own
+/// context): joins and blocks need a strand.
+fn in_a_strand(
+    strands: &'static dyn Strands,
+    work: impl FnOnce() -> Result<(), String> + Send + 'static,
+) -> Result<(), String> {
+    let outcome = Arc::new(spin::Mutex::new(None));
+    let done = Arc::new(AtomicBool::new(false));
+    let (result, finished) = (Arc::clone(&outcome), Arc::clone(&done));
+    let driver = strands.spawn_held(
+        Box::new(move || {
+            *result.lock() = Some(work());
+            finished.store(true, Ordering::Release);
+        }),
+        bench_cpu(),
+        SchedParams::default(),
+    )?;
+    strands.start(driver);
+    if !strands.wait_until(&|| done.load(Ordering::Acquire), TIMEOUT_NS) {
+        return Err(String::from("the benchmark strand did not finish in time"));
+    }
+    let outcome = outcome.lock().take();
+    outcome.unwrap_or_else(|| Err(String::from("the benchmark strand left no result")))
+}
+
+/// Runs `main` as the first thread of a `uthreads` runtime with `carriers`
+/// carriers; a failure `main` reports comes back as the error.
+fn in_threads(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    carriers: NonZeroU16,
+    main: impl FnOnce(&spindle_uthreads::runtime::Thread<'_>) -> Result<(), String> + Send + 'static,
+) -> Result<Arc<Runtime>, String> {
+    let runtime = Runtime::new(strands, contexts, carriers);
+    let outcome = Arc::new(spin::Mutex::new(None));
+    let result = Arc::clone(&outcome);
+    runtime
+        .run(
+            move |thread| *result.lock() = Some(main(thread)),
+            TIMEOUT_NS,
+        )
+        .map_err(|error| format!("{error:?}"))?;
+    let outcome = outcome.lock().take();
+    outcome.unwrap_or_else(|| Err(String::from("the main thread left no result")))?;
+    Ok(runtime)
+}
+
+/// `forkjoin.strand`: a strand on CPU 0 creates a strand that does nothing
+/// and joins it, `rounds` times.
+pub fn forkjoin_strands(strands: &'static dyn Strands, rounds: u64) -> Result<(), String> {
+    let histogram = strands.histogram("forkjoin.strand");
+    in_a_strand(strands, move || {
+        for _ in 0..rounds {
+            let started = strands.now();
+            let child = strands.spawn_held(Box::new(|| {}), bench_cpu(), SchedParams::default())?;
+            strands.start(child);
+            strands.join(child)?;
+            histogram.record(strands.now() - started);
+        }
+        Ok(())
+    })
+}
+
+/// `forkjoin.uthreads`: a thread creates a thread that does nothing and
+/// joins it, `rounds` times, on one carrier on CPU 0.
+pub fn forkjoin_uthreads(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    rounds: u64,
+) -> Result<(), String> {
+    let histogram = strands.histogram("forkjoin.uthreads");
+    in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+        for _ in 0..rounds {
+            let started = strands.now();
+            let child = thread
+                .spawn(|_| {})
+                .map_err(|error| format!("spawn: {error:?}"))?;
+            thread
+                .join(child)
+                .map_err(|error| format!("join: {error:?}"))?;
+            histogram.record(strands.now() - started);
+        }
+        Ok(())
+    })
+    .map(drop)
+}
+
+/// `pingpong.strand`: two strands on CPU 0 hand a token back and forth with
+/// Block/Unblock, `rounds` round trips.
+pub fn pingpong_strands(strands: &'static dyn Strands, rounds: u64) -> Result<(), String> {
+    let histogram = strands.histogram("pingpong.strand");
+    in_a_strand(strands, move || {
+        let me = strands.current().ok_or("no current strand")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let partner_stop = Arc::clone(&stop);
+        let pinger = Arc::new(AtomicU64::new(pack(me)));
+        let partner_pinger = Arc::clone(&pinger);
+        let partner = strands.spawn_held(
+            Box::new(move || loop {
+                strands.block();
+                if partner_stop.load(Ordering::Acquire) {
+                    return;
+                }
+                strands.unblock(unpack(partner_pinger.load(Ordering::Acquire)));
+            }),
+            bench_cpu(),
+            SchedParams::default(),
+        )?;
+        strands.start(partner);
+        for _ in 0..rounds {
+            let started = strands.now();
+            strands.unblock(partner);
+            strands.block();
+            histogram.record(strands.now() - started);
+        }
+        stop.store(true, Ordering::Release);
+        strands.unblock(partner);
+        strands.join(partner)
+    })
+}
+
+/// `pingpong.uthreads`: two threads on one carrier on CPU 0 hand a token
+/// back and forth with two semaphores, `rounds` round trips.
+pub fn pingpong_uthreads(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    rounds: u64,
+) -> Result<(), String> {
+    let histogram = strands.histogram("pingpong.uthreads");
+    in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+        let fail = |error| format!("{error:?}");
+        let ping = thread.new_semaphore(0).map_err(fail)?;
+        let pong = thread.new_semaphore(0).map_err(fail)?;
+        let partner = thread
+            .spawn(move |thread| {
+                for _ in 0..rounds {
+                    if thread.down(ping).is_err() || thread.up(pong).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|error| format!("{error:?}"))?;
+        for _ in 0..rounds {
+            let started = strands.now();
+            thread.up(ping).map_err(fail)?;
+            thread.down(pong).map_err(fail)?;
+            histogram.record(strands.now() - started);
+        }
+        thread.join(partner).map_err(fail)
+    })
+    .map(drop)
+}
+
+/// What [`stress`] found.
+#[derive(Debug, Default)]
+pub struct StressReport {
+    /// Threads spawned and joined.
+    pub threads: u64,
+    /// The shared counter at the end (must be `threads * increments`).
+    pub counter: u64,
+    /// Increments each thread made.
+    pub increments: u64,
+    /// Threads the runtime saw finish.
+    pub finished: u64,
+    /// Contexts made (the others were reused).
+    pub contexts_made: u64,
+    /// Stolen picks (a carrier took another carrier's thread).
+    pub steals: u64,
+}
+
+/// `threads` threads on one carrier per CPU, spawned in batches and joined;
+/// each increments a shared counter `increments` times under one mutex,
+/// yielding inside the critical section (and preempted by the strands'
+/// timer whenever it lands), so only mutual exclusion keeps the count.
+pub fn stress(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    threads: u64,
+    increments: u64,
+) -> Result<StressReport, String> {
+    const BATCH: u64 = 256;
+    let carriers = NonZeroU16::new(strands.cpu_count()).unwrap_or(NonZeroU16::MIN);
+    let counter = Arc::new(AtomicU64::new(0));
+    let total = Arc::clone(&counter);
+    let runtime = in_threads(strands, contexts, carriers, move |thread| {
+        let fail = |error| format!("{error:?}");
+        let mutex = thread.new_mutex().map_err(fail)?;
+        let mut left = threads;
+        while left > 0 {
+            let batch = left.min(BATCH);
+            let mut children = Vec::new();
+            for _ in 0..batch {
+                let counter = Arc::clone(&total);
+                let child = thread
+                    .spawn(move |thread| {
+                        for _ in 0..increments {
+                            if thread.lock(mutex).is_err() {
+                                return;
+                            }
+                            // A read, a switch, a write: without the mutex,
+                            // another thread's increment would be lost.
+                            let seen = counter.load(Ordering::Relaxed);
+                            thread.yield_now();
+                            counter.store(seen + 1, Ordering::Relaxed);
+                            if thread.unlock(mutex).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|error| format!("{error:?}"))?;
+                children.push(child);
+            }
+            for child in children {
+                thread.join(child).map_err(fail)?;
+            }
+            left -= batch;
+        }
+        Ok(())
+    })?;
+    let counts = runtime.counts();
+    Ok(StressReport {
+        threads,
+        counter: counter.load(Ordering::Relaxed),
+        increments,
+        // The main thread is one of the finished threads.
+        finished: counts.finished.saturating_sub(1),
+        contexts_made: counts.contexts_made,
+        steals: runtime.package().counters().steals,
+    })
+}

@@ -1,0 +1,358 @@
+//! The package at work: [`Runtime`] runs threads on carrier strands, each thread in its own execution context, with the [`Package`] deciding which thread each carrier runs next.
+//!
+//! A carrier is a strand running [`Runtime`]'s carrier loop: it asks the
+//! package for a thread, resumes that thread's context until the thread
+//! suspends (it yielded, or blocked on a join, a mutex or a semaphore) or
+//! finishes, and asks again. A thread switch is two context switches
+//! (thread → carrier loop → thread) and no kernel entry; a thread that makes
+//! a blocking kernel call blocks its whole carrier.
+//!
+//! The package changes a thread's state before the thread has switched out
+//! (a `lock` that must wait marks it blocked at once), so another carrier may
+//! pick the thread again (after an `unlock`) while its first carrier is still
+//! switching away from it. Each thread's context therefore lives in its slot
+//! only while nobody runs it: a carrier takes it out to resume it and puts it
+//! back afterwards, and a carrier that picks a thread whose context is still
+//! out waits for it (briefly: the other carrier is in its last few
+//! instructions).
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::num::NonZeroU16;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
+use spindle_services::contexts::{Contexts, ExecutionContext, Suspend};
+use spindle_services::strands::Strands;
+
+use crate::{
+    AcquireOutcome, CarrierId, Error, JoinOutcome, MutexId, Package, SemaphoreId, ThreadId,
+};
+
+/// What a thread body gets: its identity and the package's operations.
+pub type ThreadBody = Box<dyn FnOnce(&Thread<'_>) + Send>;
+
+/// One thread table slot: its thread's context, taken out while a carrier
+/// runs it.
+struct Slot {
+    context: Mutex<Option<Box<dyn ExecutionContext>>>,
+}
+
+/// What the runtime counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeCounts {
+    /// Threads spawned.
+    pub spawned: u64,
+    /// Threads that finished.
+    pub finished: u64,
+    /// Contexts made (the rest of the threads reused a finished one's).
+    pub contexts_made: u64,
+    /// Times a carrier found the picked thread's context still out.
+    pub context_waits: u64,
+}
+
+/// Threads of one package instance on `carriers` strands.
+pub struct Runtime {
+    package: Package,
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    /// Finished contexts kept for new threads.
+    spare: Mutex<Vec<Box<dyn ExecutionContext>>>,
+    /// Threads spawned and not yet finished.
+    live: AtomicU64,
+    spawned: AtomicU64,
+    finished: AtomicU64,
+    contexts_made: AtomicU64,
+    context_waits: AtomicU64,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug)]
+pub enum RuntimeError {
+    /// The package refused (see [`Error`]).
+    Package(Error),
+    /// A context or a carrier strand could not be made.
+    Kernel(String),
+}
+
+impl From<Error> for RuntimeError {
+    fn from(error: Error) -> Self {
+        RuntimeError::Package(error)
+    }
+}
+
+impl Runtime {
+    /// A runtime with `carriers` carriers (one strand each, carrier `i`
+    /// pinned to CPU `i % cpu_count`).
+    pub fn new(
+        strands: &'static dyn Strands,
+        contexts: &'static dyn Contexts,
+        carriers: NonZeroU16,
+    ) -> Arc<Runtime> {
+        Arc::new(Runtime {
+            package: Package::new(carriers),
+            strands,
+            contexts,
+            slots: Mutex::new(Vec::new()),
+            spare: Mutex::new(Vec::new()),
+            live: AtomicU64::new(0),
+            spawned: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            contexts_made: AtomicU64::new(0),
+            context_waits: AtomicU64::new(0),
+        })
+    }
+
+    /// The package (its counters and invariant check).
+    pub fn package(&self) -> &Package {
+        &self.package
+    }
+
+    /// What the runtime counted so far.
+    pub fn counts(&self) -> RuntimeCounts {
+        RuntimeCounts {
+            spawned: self.spawned.load(Ordering::Relaxed),
+            finished: self.finished.load(Ordering::Relaxed),
+            contexts_made: self.contexts_made.load(Ordering::Relaxed),
+            context_waits: self.context_waits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `main` as the first thread, with one carrier strand per carrier,
+    /// and returns once every thread has finished and every carrier exited.
+    /// Called from a CPU's own context; gives up after `timeout_ns`.
+    pub fn run(
+        self: &Arc<Self>,
+        main: impl FnOnce(&Thread<'_>) + Send + 'static,
+        timeout_ns: u64,
+    ) -> Result<(), RuntimeError> {
+        self.spawn(Box::new(main), None)?;
+        let carriers = self.package.carrier_count();
+        let cpus = self.strands.cpu_count().max(1);
+        let exited = Arc::new(AtomicU64::new(0));
+        let mut held = Vec::new();
+        for carrier in 0..carriers {
+            let runtime = Arc::clone(self);
+            let exited = Arc::clone(&exited);
+            let body = Box::new(move || {
+                runtime.carrier_loop(CarrierId(carrier));
+                exited.fetch_add(1, Ordering::Release);
+            });
+            let cpu = CpuSet::single(CpuId(carrier % cpus));
+            let strand = self
+                .strands
+                .spawn_held(body, cpu, SchedParams::default())
+                .map_err(RuntimeError::Kernel)?;
+            held.push(strand);
+        }
+        for strand in held {
+            self.strands.start(strand);
+        }
+        let done = || exited.load(Ordering::Acquire) == u64::from(carriers);
+        if self.strands.wait_until(&done, timeout_ns) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Kernel(alloc::format!(
+                "threads did not finish in time: {:?}",
+                self.counts()
+            )))
+        }
+    }
+
+    /// Creates a thread running `body`, ready on `carrier` (or the least
+    /// loaded one).
+    fn spawn(
+        self: &Arc<Self>,
+        body: ThreadBody,
+        carrier: Option<CarrierId>,
+    ) -> Result<ThreadId, RuntimeError> {
+        // The slot and its context exist before the thread is ready, so a
+        // carrier that picks it finds them.
+        self.live.fetch_add(1, Ordering::AcqRel);
+        let id = match self.package.spawn(carrier) {
+            Ok(id) => id,
+            Err(error) => {
+                self.live.fetch_sub(1, Ordering::AcqRel);
+                return Err(error.into());
+            }
+        };
+        let runtime = Arc::clone(self);
+        let context_body = Box::new(move |suspend: &dyn Suspend| {
+            let thread = Thread {
+                runtime: &runtime,
+                id,
+                suspend,
+            };
+            body(&thread);
+        });
+        let reused = self.spare.lock().pop();
+        let context = match reused {
+            Some(mut context) => match context.reuse(context_body) {
+                Ok(()) => context,
+                Err(_) => unreachable!("spare contexts have finished"),
+            },
+            None => {
+                self.contexts_made.fetch_add(1, Ordering::Relaxed);
+                self.contexts
+                    .create(context_body)
+                    .map_err(RuntimeError::Kernel)?
+            }
+        };
+        let slot = self.slot(id);
+        *slot.context.lock() = Some(context);
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// The slot of thread table index `id.index` (made on first use).
+    fn slot(&self, id: ThreadId) -> Arc<Slot> {
+        let mut slots = self.slots.lock();
+        let index = id.index as usize;
+        while slots.len() <= index {
+            slots.push(Arc::new(Slot {
+                context: Mutex::new(None),
+            }));
+        }
+        Arc::clone(&slots[index])
+    }
+
+    /// A carrier's life: run threads until none is left.
+    fn carrier_loop(self: &Arc<Self>, carrier: CarrierId) {
+        loop {
+            match self.package.next_for(carrier) {
+                Ok(Some(thread)) => self.run_thread(thread),
+                Ok(None) => {
+                    if self.live.load(Ordering::Acquire) == 0 {
+                        return;
+                    }
+                    // Nothing ready here or to steal: let other strands run.
+                    self.strands.yield_now();
+                }
+                Err(error) => {
+                    // A carrier never picks while it runs a thread.
+                    unreachable!("carrier {carrier:?}: {error:?}");
+                }
+            }
+        }
+    }
+
+    /// Runs `thread` until it suspends or finishes.
+    fn run_thread(self: &Arc<Self>, thread: ThreadId) {
+        let slot = self.slot(thread);
+        let mut context = loop {
+            if let Some(context) = slot.context.lock().take() {
+                break context;
+            }
+            // Its last carrier is still switching away from it.
+            self.context_waits.fetch_add(1, Ordering::Relaxed);
+            core::hint::spin_loop();
+        };
+        let finished = context.resume();
+        if finished {
+            let _joiners = self.package.exit(thread);
+            let _ = self.package.reap(thread);
+            self.spare.lock().push(context);
+            self.finished.fetch_add(1, Ordering::Relaxed);
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        // The thread already told the package why it stopped (yield, or a
+        // wait that must block): only the context goes back.
+        *slot.context.lock() = Some(context);
+    }
+}
+
+/// A running thread's view of its package: the operations that may switch.
+pub struct Thread<'a> {
+    runtime: &'a Arc<Runtime>,
+    id: ThreadId,
+    suspend: &'a dyn Suspend,
+}
+
+impl Thread<'_> {
+    /// This thread.
+    pub fn id(&self) -> ThreadId {
+        self.id
+    }
+
+    /// The kernel's strand operations (the clock, histograms).
+    pub fn strands(&self) -> &'static dyn Strands {
+        self.runtime.strands
+    }
+
+    /// Creates a thread (ready on the least loaded carrier).
+    pub fn spawn(
+        &self,
+        body: impl FnOnce(&Thread<'_>) + Send + 'static,
+    ) -> Result<ThreadId, RuntimeError> {
+        self.runtime.spawn(Box::new(body), None)
+    }
+
+    /// Gives the carrier to the next ready thread (this one goes to the back).
+    pub fn yield_now(&self) {
+        if self.runtime.package.yield_now(self.id).is_ok() {
+            self.switch_out();
+        }
+    }
+
+    /// Waits until `target` has finished (at once if it has).
+    pub fn join(&self, target: ThreadId) -> Result<(), Error> {
+        match self.runtime.package.join(self.id, target) {
+            Ok(JoinOutcome::AlreadyExited) => Ok(()),
+            Ok(JoinOutcome::MustWait) => {
+                self.switch_out();
+                Ok(())
+            }
+            // A reaped thread has finished too.
+            Err(Error::UnknownThread(_)) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A new mutex.
+    pub fn new_mutex(&self) -> Result<MutexId, Error> {
+        self.runtime.package.new_mutex()
+    }
+
+    /// Takes `mutex`, waiting (FIFO) if another thread holds it.
+    pub fn lock(&self, mutex: MutexId) -> Result<(), Error> {
+        if self.runtime.package.lock(mutex, self.id)? == AcquireOutcome::MustWait {
+            // Woken as the owner (FIFO hand-off).
+            self.switch_out();
+        }
+        Ok(())
+    }
+
+    /// Releases `mutex` (the next waiter becomes its owner and ready).
+    pub fn unlock(&self, mutex: MutexId) -> Result<(), Error> {
+        self.runtime.package.unlock(mutex, self.id).map(drop)
+    }
+
+    /// A new counting semaphore.
+    pub fn new_semaphore(&self, initial: u32) -> Result<SemaphoreId, Error> {
+        self.runtime.package.new_semaphore(initial)
+    }
+
+    /// Takes a unit of `semaphore`, waiting (FIFO) for one.
+    pub fn down(&self, semaphore: SemaphoreId) -> Result<(), Error> {
+        if self.runtime.package.down(semaphore, self.id)? == AcquireOutcome::MustWait {
+            self.switch_out();
+        }
+        Ok(())
+    }
+
+    /// Returns a unit to `semaphore` (handed to the first waiter, if any).
+    pub fn up(&self, semaphore: SemaphoreId) -> Result<(), Error> {
+        self.runtime.package.up(semaphore).map(drop)
+    }
+
+    /// Gives the carrier back to its loop; returns when a carrier resumes
+    /// this thread again.
+    fn switch_out(&self) {
+        self.suspend.suspend();
+    }
+}
