@@ -34,7 +34,7 @@ pub const KNOWN_KEYS: &[&str] = &[
 ];
 /// Benchmark names `bench=` accepts.
 pub const BENCH_NAMES: &[&str] = &[
-    "timer", "ipi", "tsc", "dispatch", "mixed", "forkjoin", "pingpong",
+    "timer", "ipi", "tsc", "dispatch", "mixed", "forkjoin", "pingpong", "blocking",
 ];
 /// Self-test names `selftest=` accepts.
 pub const SELFTEST_NAMES: &[&str] = &[
@@ -118,6 +118,8 @@ pub struct Benches {
     pub forkjoin: bool,
     /// A token handed back and forth: strands against uthreads.
     pub pingpong: bool,
+    /// Threads computing and making blocking kernel calls: utilisation.
+    pub blocking: bool,
 }
 
 /// A self-test that runs after the benchmarks.
@@ -209,6 +211,7 @@ impl Default for KernelArgs {
                 mixed: false,
                 forkjoin: false,
                 pingpong: false,
+                blocking: false,
             },
             fault: None,
             fault_cpu: 0,
@@ -341,6 +344,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     mixed: false,
                     forkjoin: false,
                     pingpong: false,
+                    blocking: false,
                 };
                 for name in spindle_cmdline::split_list(list, ',') {
                     match name {
@@ -351,6 +355,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                         "mixed" => args.benches.mixed = true,
                         "forkjoin" => args.benches.forkjoin = true,
                         "pingpong" => args.benches.pingpong = true,
+                        "blocking" => args.benches.blocking = true,
                         _ => {
                             return Err(ArgsError::UnknownName {
                                 key,

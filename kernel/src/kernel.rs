@@ -324,6 +324,14 @@ fn run_and_report(
         problems += found.len();
         kprintln!("kernel: thread benchmarks done at +{} ms", elapsed_ms());
     }
+    if args.benches.blocking {
+        let found = crate::workloads::blocking();
+        for problem in &found {
+            report_problem(format_args!("blocking: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: blocking benchmark done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::Uthreads) = args.selftest {
         let found = crate::workloads::uthreads_stress(args.thread_count);
         for problem in &found {

@@ -219,6 +219,37 @@ pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
     problems
 }
 
+/// `--bench blocking`: eight threads per CPU computing and making blocking
+/// kernel calls, under `uthreads`; reports `blocking.utilisation.uthreads`
+/// (percent) and `blocking.calls.uthreads`.
+pub fn blocking() -> Vec<String> {
+    const THREADS_PER_CPU: u64 = 8;
+    const STEPS: u64 = 40;
+    let threads = THREADS_PER_CPU * u64::from(STRANDS.cpu_count());
+    match spindle_bench_threads::blocking_uthreads(&STRANDS, &CONTEXTS, threads, STEPS) {
+        Ok(report) => {
+            console::with_console(|console| {
+                console::write_record(console, "scalar", |record| {
+                    record.str("name", "blocking.utilisation.uthreads")?.fixed(
+                        "value",
+                        report.utilisation_permille,
+                        1,
+                    )?;
+                    Ok(())
+                });
+                console::write_scalar_u64(
+                    console,
+                    "blocking.calls.uthreads",
+                    report.blocking_calls,
+                );
+                console::write_scalar_u64(console, "blocking.threads", report.threads);
+            });
+            Vec::new()
+        }
+        Err(error) => alloc::vec![error],
+    }
+}
+
 /// `selftest=uthreads`: `threads` threads on every CPU, spawned, joined and
 /// counting under a mutex; reports `uthreads.*` scalars.
 pub fn uthreads_stress(threads: u64) -> Vec<String> {

@@ -79,3 +79,17 @@ fn forkjoin_and_pingpong_run_on_strands_and_on_uthreads() {
         assert_eq!(samples, 300, "{name}");
     }
 }
+
+#[test]
+fn blocking_calls_block_a_uthreads_carrier() {
+    let report = run(2, "bench=blocking");
+    let threads = scalar(&report, "blocking.threads");
+    assert_eq!(threads, 16);
+    // Forty steps per thread, a blocking call every fourth.
+    assert_eq!(scalar(&report, "blocking.calls.uthreads"), threads * 10);
+    let utilisation = report.document["blocking.utilisation.uthreads"]
+        .as_f64()
+        .expect("blocking.utilisation.uthreads");
+    // A carrier's CPU idles while its strand waits in the kernel.
+    assert!(utilisation > 0.0 && utilisation < 90.0, "{utilisation}");
+}

@@ -5,6 +5,11 @@
 //! * `pingpong.<kind>`: two threads hand a token back and forth; one sample
 //!   per round trip. Strands hand it over with Block/Unblock, uthreads
 //!   threads with two semaphores.
+//! * [`blocking`]: many threads on one carrier per CPU, each computing and
+//!   sometimes making a blocking kernel call (`Thread::block_in_kernel`,
+//!   a simulated I/O that waits on the kernel's timer); reports the busy
+//!   time of the carriers' CPUs over their wall time. Under `uthreads` the
+//!   call blocks the whole carrier strand, and its CPU idles meanwhile.
 //! * [`stress`]: thousands of threads on every CPU, spawned and joined, each
 //!   incrementing a shared counter under a mutex with a yield inside the
 //!   critical section, so that only mutual exclusion keeps the count right.
@@ -268,4 +273,83 @@ pub fn stress(
         contexts_made: counts.contexts_made,
         steals: runtime.package().counters().steals,
     })
+}
+
+/// What [`blocking`] measured.
+#[derive(Debug, Default)]
+pub struct BlockingReport {
+    /// Busy time of the carriers' CPUs over their wall time, in tenths of a
+    /// percent.
+    pub utilisation_permille: u64,
+    /// Blocking calls made.
+    pub blocking_calls: u64,
+    /// Threads run.
+    pub threads: u64,
+}
+
+/// Work between blocking calls, and how long a blocking call waits.
+const BLOCKING_WORK_NS: u64 = 200_000;
+const BLOCKING_WAIT_NS: u64 = 1_000_000;
+/// One step in this many makes a blocking call.
+const BLOCKING_EVERY: u64 = 4;
+
+/// `blocking` under `uthreads`: `threads` threads on one carrier per CPU,
+/// each computing `steps` times and making a blocking kernel call every
+/// fourth step.
+pub fn blocking_uthreads(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+    threads: u64,
+    steps: u64,
+) -> Result<BlockingReport, String> {
+    let cpus = strands.cpu_count();
+    let carriers = NonZeroU16::new(cpus).unwrap_or(NonZeroU16::MIN);
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&calls);
+    let busy_before: Vec<u64> = (0..cpus)
+        .map(|cpu| strands.busy_nanoseconds(CpuId(cpu)))
+        .collect();
+    let started = strands.now();
+    in_threads(strands, contexts, carriers, move |thread| {
+        let mut children = Vec::new();
+        for _ in 0..threads {
+            let calls = Arc::clone(&counted);
+            let child = thread
+                .spawn(move |thread| {
+                    for step in 1..=steps {
+                        compute_for(thread.strands(), BLOCKING_WORK_NS);
+                        if step % BLOCKING_EVERY == 0 {
+                            thread.block_in_kernel(BLOCKING_WAIT_NS);
+                            calls.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            thread.yield_now();
+                        }
+                    }
+                })
+                .map_err(|error| format!("{error:?}"))?;
+            children.push(child);
+        }
+        for child in children {
+            thread.join(child).map_err(|error| format!("{error:?}"))?;
+        }
+        Ok(())
+    })?;
+    let wall = strands.now().saturating_sub(started).max(1);
+    let busy: u64 = (0..cpus)
+        .map(|cpu| strands.busy_nanoseconds(CpuId(cpu)) - busy_before[usize::from(cpu)])
+        .sum();
+    Ok(BlockingReport {
+        utilisation_permille: busy * 1000 / (wall * u64::from(cpus)),
+        blocking_calls: calls.load(Ordering::Relaxed),
+        threads,
+    })
+}
+
+/// Computes (spins) for `nanoseconds` of wall time.
+fn compute_for(strands: &dyn Strands, nanoseconds: u64) {
+    let end = strands.now() + nanoseconds;
+    let mut iterations = 0u64;
+    while strands.now() < end {
+        iterations = core::hint::black_box(iterations + 1);
+    }
 }

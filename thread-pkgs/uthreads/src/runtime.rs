@@ -350,6 +350,13 @@ impl Thread<'_> {
         self.runtime.package.up(semaphore).map(drop)
     }
 
+    /// A blocking kernel call (a simulated I/O that waits `nanoseconds` on
+    /// the kernel's timer): under this package it blocks the thread's whole
+    /// carrier strand, and no other thread runs on it meanwhile.
+    pub fn block_in_kernel(&self, nanoseconds: u64) {
+        self.runtime.strands.sleep(nanoseconds);
+    }
+
     /// Gives the carrier back to its loop; returns when a carrier resumes
     /// this thread again.
     fn switch_out(&self) {
