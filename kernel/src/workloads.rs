@@ -7,7 +7,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams, StrandId};
-use spindle_services::contexts::{Body, Contexts, ExecutionContext, Suspend};
+use spindle_services::contexts::{Body, Contexts, ExecutionContext, Outcome, Suspend};
 use spindle_services::strands::{Recorder, Strands};
 
 use crate::arch::thread_context::{Resumed, Suspender, ThreadContext};
@@ -164,8 +164,12 @@ impl Suspend for Suspender {
 }
 
 impl ExecutionContext for ThreadContext {
-    fn resume(&mut self) -> bool {
-        ThreadContext::resume(self) == Resumed::Finished
+    fn resume(&mut self) -> Outcome {
+        match ThreadContext::resume(self) {
+            Resumed::Suspended => Outcome::Suspended,
+            Resumed::Finished => Outcome::Finished,
+            Resumed::Preempted => Outcome::Preempted,
+        }
     }
 
     fn reuse(&mut self, body: Body) -> Result<(), Body> {
@@ -278,9 +282,38 @@ pub fn uthreads_stress(threads: u64) -> Vec<String> {
                     ("uthreads.increments", report.increments),
                     ("uthreads.contexts_made", report.contexts_made),
                     ("uthreads.steals", report.steals),
+                    ("uthreads.handed_back", report.handed_back),
+                    ("uthreads.recovered", report.recovered),
                 ] {
                     console::write_scalar_u64(console, name, value);
                 }
+            });
+        }
+        Err(error) => problems.push(error),
+    }
+    match spindle_bench_threads::preemption(&STRANDS, &CONTEXTS) {
+        Ok(report) => {
+            if !report.flag_seen {
+                problems.push(String::from(
+                    "a preempted thread was not handed back: the other thread never ran",
+                ));
+            }
+            console::with_console(|console| {
+                console::write_scalar_u64(
+                    console,
+                    "uthreads.preemption.flag_seen",
+                    u64::from(report.flag_seen),
+                );
+                console::write_scalar_u64(
+                    console,
+                    "uthreads.preemption.handed_back",
+                    report.handed_back,
+                );
+                console::write_scalar_u64(
+                    console,
+                    "threads_handed_back",
+                    strand::COUNTERS.threads_handed_back.load(Ordering::Relaxed),
+                );
             });
         }
         Err(error) => problems.push(error),

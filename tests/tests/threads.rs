@@ -54,6 +54,26 @@ fn expect_threads_kept_their_count(smp: u32) {
     }
     // The carriers are strands: none lost.
     assert_eq!(scalar(&report, "strands_lost"), 0, "-smp {smp}");
+    // SPIN's Checkpoint and Resume for the package: one carrier runs a
+    // thread that spins until another thread sets a flag; a strand competes
+    // for the CPU. The flag is seen only because the kernel, preempting the
+    // carrier, handed the spinner back to the package, whose own scheduler
+    // then ran the other thread.
+    assert_eq!(
+        scalar(&report, "uthreads.preemption.flag_seen"),
+        1,
+        "-smp {smp}"
+    );
+    assert!(
+        scalar(&report, "uthreads.preemption.handed_back") >= 1,
+        "-smp {smp}"
+    );
+    assert!(scalar(&report, "threads_handed_back") >= 1, "-smp {smp}");
+}
+
+#[test]
+fn thousands_of_uthreads_on_one_cpu() {
+    expect_threads_kept_their_count(1);
 }
 
 #[test]

@@ -212,6 +212,11 @@ pub struct StressReport {
     pub contexts_made: u64,
     /// Stolen picks (a carrier took another carrier's thread).
     pub steals: u64,
+    /// Threads handed back when the kernel preempted their carrier.
+    pub handed_back: u64,
+    /// Threads preempted inside the package's critical section and
+    /// continued at once.
+    pub recovered: u64,
 }
 
 /// `threads` threads on one carrier per CPU, spawned in batches and joined;
@@ -224,11 +229,64 @@ pub fn stress(
     threads: u64,
     increments: u64,
 ) -> Result<StressReport, String> {
-    const BATCH: u64 = 256;
-    let carriers = NonZeroU16::new(strands.cpu_count()).unwrap_or(NonZeroU16::MIN);
+    let cpus = strands.cpu_count();
+    let carriers = NonZeroU16::new(cpus).unwrap_or(NonZeroU16::MIN);
     let counter = Arc::new(AtomicU64::new(0));
     let total = Arc::clone(&counter);
+    // A competing strand on every CPU, so that the kernel preempts the
+    // carriers (and hands their threads back, critical sections included).
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut competitors = Vec::new();
+    for cpu in 0..cpus {
+        let stop = Arc::clone(&stop);
+        let competitor = strands.spawn_held(
+            Box::new(move || {
+                let give_up = strands.now() + SPIN_LIMIT_NS;
+                while !stop.load(Ordering::Acquire) && strands.now() < give_up {
+                    compute_for(strands, 100_000);
+                    strands.sleep(1_000_000);
+                }
+            }),
+            CpuSet::single(CpuId(cpu)),
+            SchedParams::default(),
+        )?;
+        competitors.push(competitor);
+    }
+    let main_stop = Arc::clone(&stop);
     let runtime = in_threads(strands, contexts, carriers, move |thread| {
+        for competitor in competitors {
+            strands.start(competitor);
+        }
+        let outcome = stress_threads(thread, threads, increments, &total);
+        main_stop.store(true, Ordering::Release);
+        outcome
+    });
+    stop.store(true, Ordering::Release);
+    let runtime = runtime?;
+    let counts = runtime.counts();
+    Ok(StressReport {
+        threads,
+        counter: counter.load(Ordering::Relaxed),
+        increments,
+        // The main thread is one of the finished threads.
+        finished: counts.finished.saturating_sub(1),
+        contexts_made: counts.contexts_made,
+        steals: runtime.package().counters().steals,
+        handed_back: counts.preemptions,
+        recovered: counts.recoveries,
+    })
+}
+
+/// The stress test's main thread: spawns and joins `threads` threads in
+/// batches, each incrementing `total` under one mutex.
+fn stress_threads(
+    thread: &spindle_uthreads::runtime::Thread<'_>,
+    threads: u64,
+    increments: u64,
+    total: &Arc<AtomicU64>,
+) -> Result<(), String> {
+    const BATCH: u64 = 256;
+    {
         let fail = |error| format!("{error:?}");
         let mutex = thread.new_mutex().map_err(fail)?;
         let mut left = threads;
@@ -236,7 +294,7 @@ pub fn stress(
             let batch = left.min(BATCH);
             let mut children = Vec::new();
             for _ in 0..batch {
-                let counter = Arc::clone(&total);
+                let counter = Arc::clone(total);
                 let child = thread
                     .spawn(move |thread| {
                         for _ in 0..increments {
@@ -262,17 +320,7 @@ pub fn stress(
             left -= batch;
         }
         Ok(())
-    })?;
-    let counts = runtime.counts();
-    Ok(StressReport {
-        threads,
-        counter: counter.load(Ordering::Relaxed),
-        increments,
-        // The main thread is one of the finished threads.
-        finished: counts.finished.saturating_sub(1),
-        contexts_made: counts.contexts_made,
-        steals: runtime.package().counters().steals,
-    })
+    }
 }
 
 /// What [`blocking`] measured.
@@ -352,4 +400,83 @@ fn compute_for(strands: &dyn Strands, nanoseconds: u64) {
     while strands.now() < end {
         iterations = core::hint::black_box(iterations + 1);
     }
+}
+
+/// What [`preemption`] saw.
+#[derive(Debug, Default)]
+pub struct PreemptionReport {
+    /// The spinning thread saw the flag the other thread set (it could only
+    /// run because the spinner was handed back when the kernel preempted
+    /// their one carrier).
+    pub flag_seen: bool,
+    /// Threads the kernel handed back to the package.
+    pub handed_back: u64,
+    /// Threads preempted inside the package's critical section and
+    /// continued at once.
+    pub recovered: u64,
+}
+
+/// How long the spinner waits for the flag before giving up.
+const SPIN_LIMIT_NS: u64 = 10_000_000_000;
+
+/// SPIN's Checkpoint and Resume for `uthreads`: one carrier on CPU 0 runs a
+/// thread that spins until a flag is set, and a thread that sets it; a
+/// strand competes for CPU 0, so the kernel preempts the carrier. The flag
+/// is seen only if the preempted spinner is handed back to the package and
+/// the package's own scheduler resumes the other thread.
+pub fn preemption(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+) -> Result<PreemptionReport, String> {
+    // The competitor stops when the threads are done (or after the spin
+    // limit): until then CPU 0's own context, which waits for the threads,
+    // does not run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (competitor_stop, main_stop) = (Arc::clone(&stop), Arc::clone(&stop));
+    let competitor = strands.spawn_held(
+        Box::new(move || {
+            let give_up = strands.now() + SPIN_LIMIT_NS;
+            while !competitor_stop.load(Ordering::Acquire) && strands.now() < give_up {
+                compute_for(strands, 100_000);
+            }
+        }),
+        bench_cpu(),
+        SchedParams::default(),
+    )?;
+    let seen = Arc::new(AtomicBool::new(false));
+    let spinner_saw = Arc::clone(&seen);
+    let outcome = in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let (watched, raised) = (Arc::clone(&flag), Arc::clone(&flag));
+        let spinner = thread
+            .spawn(move |thread| {
+                let give_up = thread.strands().now() + SPIN_LIMIT_NS;
+                while !watched.load(Ordering::Acquire) && thread.strands().now() < give_up {
+                    core::hint::spin_loop();
+                }
+                spinner_saw.store(watched.load(Ordering::Acquire), Ordering::Release);
+            })
+            .map_err(|error| format!("{error:?}"))?;
+        let setter = thread
+            .spawn(move |_| raised.store(true, Ordering::Release))
+            .map_err(|error| format!("{error:?}"))?;
+        // Started from the carrier (a strand), not from CPU 0's own context,
+        // which would give the CPU to the competitor before the carrier
+        // even exists.
+        strands.start(competitor);
+        let joined = thread
+            .join(spinner)
+            .and_then(|()| thread.join(setter))
+            .map_err(|error| format!("{error:?}"));
+        main_stop.store(true, Ordering::Release);
+        joined
+    });
+    stop.store(true, Ordering::Release);
+    let runtime = outcome?;
+    let counts = runtime.counts();
+    Ok(PreemptionReport {
+        flag_seen: seen.load(Ordering::Acquire),
+        handed_back: counts.preemptions,
+        recovered: counts.recoveries,
+    })
 }

@@ -15,9 +15,14 @@
 //!   it (it is neither `Send` nor `'static`). Dropping a suspended context
 //!   frees its stack without running the destructors of the body's frames
 //!   (they leak).
-//! * **Preemption.** A timer interrupt may arrive while a body runs: its
-//!   frame is saved on the context's stack, and the strand (the resumer
-//!   included) resumes later, possibly on another CPU, exactly where it was.
+//! * **Preemption hands the thread back.** When the kernel preempts a
+//!   strand while it runs inside a context (SPIN's Checkpoint), the
+//!   interrupted state (its interrupt frame, on the context's stack) becomes
+//!   the context's suspended state, and the strand resumes (SPIN's Resume)
+//!   where its `resume` call returns, with [`Resumed::Preempted`]: the thread
+//!   package's own scheduler then chooses which thread continues, not
+//!   necessarily the one that was running ([`hand_back`]). A strand that
+//!   blocks or yields inside a context keeps it, and continues in it.
 //! * **Registers.** Kernel code is built without SSE (the target's
 //!   soft-float ABI), so the System V callee-saved integer registers and the
 //!   stack pointer are the whole state a voluntary switch must keep.
@@ -25,8 +30,11 @@
 use alloc::boxed::Box;
 use core::arch::global_asm;
 use core::marker::PhantomData;
+use core::mem::size_of;
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
+use super::interrupts::InterruptFrame;
 use super::paging::{GuardedStack, PagingError};
 
 // `spindle_context_switch(save: *mut u64, load: u64)`: pushes the
@@ -57,12 +65,69 @@ global_asm!(
     "    mov rdi, r12",
     "    call r13",
     "    ud2",
+    // A preempted context's first switch lands here with rsp at the
+    // interrupt frame saved on its stack: restore it as interrupt_common's
+    // exit does (arch/interrupts.rs).
+    ".global spindle_context_resume_frame",
+    "spindle_context_resume_frame:",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rbp",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rbx",
+    "    pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    // A strand whose thread was handed back resumes here (through a
+    // synthetic interrupt frame) with rsp at the registers its `resume`
+    // saved: pop them and return from that `resume`'s switch.
+    ".global spindle_context_return",
+    "spindle_context_return:",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbx",
+    "    pop rbp",
+    "    ret",
 );
 
 extern "C" {
     fn spindle_context_switch(save: *mut u64, load: u64);
     fn spindle_context_start();
+    fn spindle_context_resume_frame();
+    fn spindle_context_return();
 }
+
+/// Per CPU: the innermost context the running strand is inside (its
+/// `Shared`'s address, 0: none). The scheduler keeps it per strand
+/// (`save_current`, `load_current`).
+static CURRENT: [AtomicU64; super::cpu::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; super::cpu::MAX_CPUS];
+
+/// The running strand's innermost context, for the scheduler to keep with
+/// the strand when it leaves the CPU.
+pub fn save_current() -> u64 {
+    CURRENT[super::cpu::current_index()].load(Ordering::Relaxed)
+}
+
+/// Restores the context a strand that is resumed on this CPU is inside.
+pub fn load_current(context: u64) {
+    CURRENT[super::cpu::current_index()].store(context, Ordering::Relaxed);
+}
+
+/// Bytes left free below a stack's used part before a synthetic frame (a
+/// margin: nothing needs it, as kernel code has no red zone).
+const FRAME_CLEARANCE: u64 = 64;
 
 /// Registers `spindle_context_switch` pops before its `ret`.
 const SAVED_REGISTERS: usize = 6;
@@ -89,6 +154,11 @@ struct Shared {
     suspended: u64,
     /// The body returned.
     finished: bool,
+    /// The kernel took the thread back from its strand (`hand_back`).
+    preempted: bool,
+    /// The context's stack: [bottom, top).
+    stack_bottom: u64,
+    stack_top: u64,
 }
 
 /// How [`ThreadContext::resume`] came back.
@@ -98,6 +168,9 @@ pub enum Resumed {
     Suspended,
     /// The body returned; resuming again does nothing.
     Finished,
+    /// The kernel preempted the strand while it ran the body, and handed the
+    /// body's state back: resume it again (from any strand) to continue.
+    Preempted,
 }
 
 /// A thread's execution context: its guarded stack and, while it is
@@ -120,12 +193,16 @@ impl ThreadContext {
         body: impl FnOnce(&Suspender) + Send + 'static,
     ) -> Result<ThreadContext, PagingError> {
         let stack = GuardedStack::new(stack_bytes)?;
+        let stack_top = stack.top();
         let mut context = ThreadContext {
             shared: Box::new(Shared {
                 body: None,
                 resumer: 0,
                 suspended: 0,
                 finished: true,
+                preempted: false,
+                stack_bottom: stack_top - stack_bytes as u64,
+                stack_top,
             }),
             stack,
         };
@@ -178,20 +255,36 @@ impl ThreadContext {
             return Resumed::Finished;
         }
         let shared: *mut Shared = &mut *self.shared;
+        let outer = save_current();
+        load_current(shared as u64);
         // SAFETY: `shared` is valid for as long as `self` is borrowed, which
         // outlasts the body's run (it runs inside this call); the saved stack
-        // pointer is either the start frame `new` built or the one the body
-        // left in `suspend`, both on this context's stack, which `self`
-        // owns. The body reaches `shared` only through raw pointers while
-        // this side is switched out, so no reference aliases it.
-        unsafe {
+        // pointer is the start frame `start` built, the one the body left in
+        // `suspend`, or the switch frame `hand_back` put below the body's
+        // interrupt frame, all on this context's stack, which `self` owns.
+        // The body (and the kernel, in `hand_back`) reaches `shared` only
+        // through raw pointers while this side is switched out, so no
+        // reference aliases it.
+        let outcome = unsafe {
             spindle_context_switch(ptr::addr_of_mut!((*shared).resumer), (*shared).suspended);
             if (*shared).finished {
                 Resumed::Finished
+            } else if core::mem::replace(&mut (*shared).preempted, false) {
+                Resumed::Preempted
             } else {
                 Resumed::Suspended
             }
+        };
+        // Back on this strand's own stack (or its outer context's): the
+        // scheduler's view follows before interrupts can see a stale one
+        // (a preemption right here finds the frame outside the context's
+        // stack and leaves it alone).
+        load_current(outer);
+        if outcome == Resumed::Preempted {
+            // `hand_back`'s frame resumed this strand with interrupts off.
+            super::cpu::enable_interrupts();
         }
+        outcome
     }
 
     /// Whether the body has returned.
@@ -245,3 +338,92 @@ extern "C" fn context_entry(shared: *mut Shared) -> ! {
     }
     unreachable!("a finished context is never resumed");
 }
+
+/// SPIN's Checkpoint for a strand inside a context: if the strand being
+/// preempted was interrupted on the stack of the context it is inside
+/// (`context`, from `save_current`), makes the interrupted state that
+/// context's suspended state and returns a frame that resumes the strand
+/// where that context's `resume` returns (with [`Resumed::Preempted`]).
+/// `None` leaves the strand as it is (no context, or the interrupt hit
+/// elsewhere, e.g. on the strand's own stack in `resume`'s prologue).
+///
+/// # Safety
+/// `frame` must be the strand's saved interrupt frame, and `context` the
+/// value `save_current` gave for that strand when it left the CPU; the
+/// strand must not be running anywhere (the scheduler is switching it out).
+pub unsafe fn hand_back(frame: *mut InterruptFrame, context: u64) -> Option<*mut InterruptFrame> {
+    if context == 0 {
+        return None;
+    }
+    let shared = context as *mut Shared;
+    let frame_address = frame as u64;
+    // SAFETY: `context` names a live context: the strand is inside its
+    // `resume`, which keeps it borrowed; the strand is stopped, so nobody
+    // else touches `shared`.
+    let (bottom, top, resumer) = unsafe {
+        (
+            (*shared).stack_bottom,
+            (*shared).stack_top,
+            (*shared).resumer,
+        )
+    };
+    let switch_frame_bytes = (SAVED_REGISTERS as u64 + 1) * 8;
+    if frame_address < bottom + switch_frame_bytes || frame_address >= top || resumer == 0 {
+        return None;
+    }
+    // 1. The thread: a switch frame just below its interrupt frame, whose
+    //    return address restores that frame.
+    let switch_frame = (frame_address - switch_frame_bytes) as *mut u64;
+    // SAFETY: the words below the interrupt frame on the context's stack
+    // are unused (the interrupt pushed the frame last; kernel code has no
+    // red zone), and above `bottom` (checked).
+    unsafe {
+        for slot in 0..SAVED_REGISTERS {
+            switch_frame.add(slot).write(0);
+        }
+        switch_frame
+            .add(RETURN_SLOT)
+            .write(spindle_context_resume_frame as *const () as u64);
+        (*shared).suspended = switch_frame as u64;
+        (*shared).preempted = true;
+    }
+    // 2. The strand: a synthetic interrupt frame on its own stack, below the
+    //    registers its `resume` saved, that returns into that `resume` with
+    //    interrupts off (it re-enables them itself once its view is right).
+    // SAFETY: (as above) and `frame` is a valid interrupt frame.
+    let (code_selector, data_selector) = unsafe { ((*frame).cs, (*frame).ss) };
+    let synthetic = ((resumer - FRAME_CLEARANCE - size_of::<InterruptFrame>() as u64) & !0xf)
+        as *mut InterruptFrame;
+    // SAFETY: the strand's stack below `resumer` is unused while the strand
+    // is inside the context (its `resume` is suspended in the switch).
+    unsafe {
+        synthetic.write(InterruptFrame {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rbp: 0,
+            rdi: 0,
+            rsi: 0,
+            rdx: 0,
+            rcx: 0,
+            rbx: 0,
+            rax: 0,
+            vector: 0,
+            error_code: 0,
+            rip: spindle_context_return as *const () as u64,
+            cs: code_selector,
+            rflags: RFLAGS_RESERVED,
+            rsp: resumer,
+            ss: data_selector,
+        });
+    }
+    Some(synthetic)
+}
+
+/// RFLAGS with only the always-one bit: interrupts off.
+const RFLAGS_RESERVED: u64 = 0x2;

@@ -82,6 +82,9 @@ struct Strand {
     last_cpu: AtomicU32,
     /// Address of the saved frame while not running.
     frame: AtomicU64,
+    /// The thread context it is inside while not running (see
+    /// arch/thread_context.rs; 0: none).
+    context: AtomicU64,
     /// The CPUs it may run on (changed only while no policy queue holds it:
     /// see [`set_affinity`]).
     affinity: IrqMutex<CpuSet>,
@@ -128,6 +131,9 @@ struct CpuScheduler {
     current: Option<Arc<Strand>>,
     /// The frame of the CPU's own (idle or boot) context while a strand runs.
     idle_frame: u64,
+    /// The thread context the CPU's own context is inside (see
+    /// arch/thread_context.rs), kept while a strand runs.
+    idle_context: u64,
     /// When the current strand's stint began.
     stint_start: u64,
     /// A pending request from the timer tick.
@@ -141,6 +147,7 @@ static CPU_SCHEDULERS: [IrqMutex<CpuScheduler>; cpu::MAX_CPUS] = [const {
     irq_mutex(CpuScheduler {
         current: None,
         idle_frame: 0,
+        idle_context: 0,
         stint_start: 0,
         request: REQUEST_NONE,
     })
@@ -171,6 +178,8 @@ pub struct Counters {
     pub affinity_changes: AtomicU64,
     /// Affinity changes the policy refused.
     pub affinity_refusals: AtomicU64,
+    /// Preemptions that handed a thread back to its package.
+    pub threads_handed_back: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -186,6 +195,7 @@ pub static COUNTERS: Counters = Counters {
     directed_yields_refused: AtomicU64::new(0),
     affinity_changes: AtomicU64::new(0),
     affinity_refusals: AtomicU64::new(0),
+    threads_handed_back: AtomicU64::new(0),
 };
 
 /// Why a strand could not be created.
@@ -383,6 +393,7 @@ pub fn spawn_in(
                 running_on: AtomicU32::new(cpu::NO_CPU),
                 last_cpu: AtomicU32::new(cpu::NO_CPU),
                 frame: AtomicU64::new(frame),
+                context: AtomicU64::new(0),
                 affinity: irq_mutex(affinity),
                 pending_affinity: irq_mutex(None),
                 joiners: irq_mutex(Vec::new()),
@@ -936,6 +947,22 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 return frame;
             };
             current.frame.store(frame_address, Ordering::Relaxed);
+            let inside = crate::arch::thread_context::save_current();
+            current.context.store(inside, Ordering::Relaxed);
+            if request == REQUEST_PREEMPT {
+                // SPIN's Checkpoint for a thread package's strand: the thread
+                // it ran is handed back to the package (its state kept in its
+                // context), and the strand resumes in the package's code.
+                // SAFETY: `frame` is this strand's saved frame and `inside`
+                // what it was inside when interrupted; the strand is being
+                // switched out here, so it runs nowhere.
+                if let Some(resumed) = unsafe {
+                    crate::arch::thread_context::hand_back(frame as *mut InterruptFrame, inside)
+                } {
+                    current.frame.store(resumed as u64, Ordering::Relaxed);
+                    COUNTERS.threads_handed_back.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let ran = context.now.saturating_sub(scheduler.stint_start);
             BUSY[me].fetch_add(ran, Ordering::Relaxed);
             if request == REQUEST_BLOCK {
@@ -982,7 +1009,10 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             }
             return resume_next(&context, &mut scheduler, me, directed);
         }
-        None => scheduler.idle_frame = frame_address,
+        None => {
+            scheduler.idle_frame = frame_address;
+            scheduler.idle_context = crate::arch::thread_context::save_current();
+        }
     }
     resume_next(&context, &mut scheduler, me, None)
 }
@@ -1026,6 +1056,7 @@ fn resume_next(
     let Some(owner) = runner_owner(domains::at_scheduling_point(me)) else {
         RUNS_STRAND[me].store(false, Ordering::Release);
         idle_until_kicked(me);
+        crate::arch::thread_context::load_current(scheduler.idle_context);
         return scheduler.idle_frame as *mut InterruptFrame;
     };
     let policy = &owner;
@@ -1035,6 +1066,7 @@ fn resume_next(
     let resumed = match chosen {
         Some(next) => {
             let next_frame = next.frame.load(Ordering::Relaxed);
+            crate::arch::thread_context::load_current(next.context.load(Ordering::Relaxed));
             scheduler.stint_start = context.now;
             scheduler.current = Some(next);
             RUNS_STRAND[me].store(true, Ordering::Release);
@@ -1045,6 +1077,7 @@ fn resume_next(
                 policy.cpu_idle(&context)
             });
             RUNS_STRAND[me].store(false, Ordering::Release);
+            crate::arch::thread_context::load_current(scheduler.idle_context);
             scheduler.idle_frame as *mut InterruptFrame
         }
     };

@@ -21,11 +21,11 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::num::NonZeroU16;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Mutex;
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
-use spindle_services::contexts::{Contexts, ExecutionContext, Suspend};
+use spindle_services::contexts::{Contexts, ExecutionContext, Outcome, Suspend};
 use spindle_services::strands::Strands;
 
 use crate::{
@@ -39,6 +39,9 @@ pub type ThreadBody = Box<dyn FnOnce(&Thread<'_>) + Send>;
 /// runs it.
 struct Slot {
     context: Mutex<Option<Box<dyn ExecutionContext>>>,
+    /// The thread is inside the package's critical section (a call that
+    /// takes the package's or the runtime's locks).
+    in_package: AtomicBool,
 }
 
 /// What the runtime counted.
@@ -52,6 +55,11 @@ pub struct RuntimeCounts {
     pub contexts_made: u64,
     /// Times a carrier found the picked thread's context still out.
     pub context_waits: u64,
+    /// Threads the kernel handed back when it preempted their carrier.
+    pub preemptions: u64,
+    /// Threads preempted inside the package's critical section and
+    /// continued at once.
+    pub recoveries: u64,
 }
 
 /// Threads of one package instance on `carriers` strands.
@@ -68,6 +76,8 @@ pub struct Runtime {
     finished: AtomicU64,
     contexts_made: AtomicU64,
     context_waits: AtomicU64,
+    preemptions: AtomicU64,
+    recoveries: AtomicU64,
 }
 
 /// Why the runtime could not start.
@@ -104,6 +114,8 @@ impl Runtime {
             finished: AtomicU64::new(0),
             contexts_made: AtomicU64::new(0),
             context_waits: AtomicU64::new(0),
+            preemptions: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
         })
     }
 
@@ -119,6 +131,8 @@ impl Runtime {
             finished: self.finished.load(Ordering::Relaxed),
             contexts_made: self.contexts_made.load(Ordering::Relaxed),
             context_waits: self.context_waits.load(Ordering::Relaxed),
+            preemptions: self.preemptions.load(Ordering::Relaxed),
+            recoveries: self.recoveries.load(Ordering::Relaxed),
         }
     }
 
@@ -181,11 +195,16 @@ impl Runtime {
             }
         };
         let runtime = Arc::clone(self);
+        // Looked up here, not in the thread: its first instructions must not
+        // take a lock the thread could be preempted holding.
+        let slot = self.slot(id);
+        let thread_slot = Arc::clone(&slot);
         let context_body = Box::new(move |suspend: &dyn Suspend| {
             let thread = Thread {
                 runtime: &runtime,
                 id,
                 suspend,
+                slot: thread_slot,
             };
             body(&thread);
         });
@@ -202,7 +221,6 @@ impl Runtime {
                     .map_err(RuntimeError::Kernel)?
             }
         };
-        let slot = self.slot(id);
         *slot.context.lock() = Some(context);
         self.spawned.fetch_add(1, Ordering::Relaxed);
         Ok(id)
@@ -215,6 +233,7 @@ impl Runtime {
         while slots.len() <= index {
             slots.push(Arc::new(Slot {
                 context: Mutex::new(None),
+                in_package: AtomicBool::new(false),
             }));
         }
         Arc::clone(&slots[index])
@@ -224,7 +243,7 @@ impl Runtime {
     fn carrier_loop(self: &Arc<Self>, carrier: CarrierId) {
         loop {
             match self.package.next_for(carrier) {
-                Ok(Some(thread)) => self.run_thread(thread),
+                Ok(Some(thread)) => self.run_thread(carrier, thread),
                 Ok(None) => {
                     if self.live.load(Ordering::Acquire) == 0 {
                         return;
@@ -240,8 +259,9 @@ impl Runtime {
         }
     }
 
-    /// Runs `thread` until it suspends or finishes.
-    fn run_thread(self: &Arc<Self>, thread: ThreadId) {
+    /// Runs `thread` on `carrier` until it suspends, finishes or is
+    /// preempted.
+    fn run_thread(self: &Arc<Self>, carrier: CarrierId, thread: ThreadId) {
         let slot = self.slot(thread);
         let mut context = loop {
             if let Some(context) = slot.context.lock().take() {
@@ -251,8 +271,23 @@ impl Runtime {
             self.context_waits.fetch_add(1, Ordering::Relaxed);
             core::hint::spin_loop();
         };
-        let finished = context.resume();
-        if finished {
+        let mut outcome = context.resume();
+        while outcome == Outcome::Preempted && slot.in_package.load(Ordering::Acquire) {
+            // Critical-section recovery: preempted inside the package (it
+            // may hold the package's lock), the thread is continued to the
+            // end of the section before its state is reused.
+            self.recoveries.fetch_add(1, Ordering::Relaxed);
+            outcome = context.resume();
+        }
+        if outcome == Outcome::Preempted {
+            // SPIN's Checkpoint: the kernel took the carrier while the thread
+            // ran, and handed the thread's state back in its context. It goes
+            // back to the ready queue; the carrier loop's next pick is the
+            // package's Resume (round robin: another thread first).
+            let _ = self.package.checkpoint(carrier, thread);
+            self.preemptions.fetch_add(1, Ordering::Relaxed);
+        }
+        if outcome == Outcome::Finished {
             let _joiners = self.package.exit(thread);
             let _ = self.package.reap(thread);
             self.spare.lock().push(context);
@@ -271,6 +306,7 @@ pub struct Thread<'a> {
     runtime: &'a Arc<Runtime>,
     id: ThreadId,
     suspend: &'a dyn Suspend,
+    slot: Arc<Slot>,
 }
 
 impl Thread<'_> {
@@ -289,19 +325,21 @@ impl Thread<'_> {
         &self,
         body: impl FnOnce(&Thread<'_>) + Send + 'static,
     ) -> Result<ThreadId, RuntimeError> {
-        self.runtime.spawn(Box::new(body), None)
+        self.in_package(|| self.runtime.spawn(Box::new(body), None))
     }
 
     /// Gives the carrier to the next ready thread (this one goes to the back).
     pub fn yield_now(&self) {
-        if self.runtime.package.yield_now(self.id).is_ok() {
-            self.switch_out();
-        }
+        self.in_package(|| {
+            if self.runtime.package.yield_now(self.id).is_ok() {
+                self.switch_out();
+            }
+        });
     }
 
     /// Waits until `target` has finished (at once if it has).
     pub fn join(&self, target: ThreadId) -> Result<(), Error> {
-        match self.runtime.package.join(self.id, target) {
+        self.in_package(|| match self.runtime.package.join(self.id, target) {
             Ok(JoinOutcome::AlreadyExited) => Ok(()),
             Ok(JoinOutcome::MustWait) => {
                 self.switch_out();
@@ -310,44 +348,50 @@ impl Thread<'_> {
             // A reaped thread has finished too.
             Err(Error::UnknownThread(_)) => Ok(()),
             Err(error) => Err(error),
-        }
+        })
     }
 
     /// A new mutex.
     pub fn new_mutex(&self) -> Result<MutexId, Error> {
-        self.runtime.package.new_mutex()
+        self.in_package(|| self.runtime.package.new_mutex())
     }
 
     /// Takes `mutex`, waiting (FIFO) if another thread holds it.
     pub fn lock(&self, mutex: MutexId) -> Result<(), Error> {
-        if self.runtime.package.lock(mutex, self.id)? == AcquireOutcome::MustWait {
-            // Woken as the owner (FIFO hand-off).
-            self.switch_out();
-        }
-        Ok(())
+        self.in_package(|| {
+            if self.runtime.package.lock(mutex, self.id)? == AcquireOutcome::MustWait {
+                // Woken as the owner (FIFO hand-off).
+                self.switch_out();
+            }
+            Ok(())
+        })
     }
 
     /// Releases `mutex` (the next waiter becomes its owner and ready).
     pub fn unlock(&self, mutex: MutexId) -> Result<(), Error> {
-        self.runtime.package.unlock(mutex, self.id).map(drop)
+        self.in_package(|| self.runtime.package.unlock(mutex, self.id))
+            .map(drop)
     }
 
     /// A new counting semaphore.
     pub fn new_semaphore(&self, initial: u32) -> Result<SemaphoreId, Error> {
-        self.runtime.package.new_semaphore(initial)
+        self.in_package(|| self.runtime.package.new_semaphore(initial))
     }
 
     /// Takes a unit of `semaphore`, waiting (FIFO) for one.
     pub fn down(&self, semaphore: SemaphoreId) -> Result<(), Error> {
-        if self.runtime.package.down(semaphore, self.id)? == AcquireOutcome::MustWait {
-            self.switch_out();
-        }
-        Ok(())
+        self.in_package(|| {
+            if self.runtime.package.down(semaphore, self.id)? == AcquireOutcome::MustWait {
+                self.switch_out();
+            }
+            Ok(())
+        })
     }
 
     /// Returns a unit to `semaphore` (handed to the first waiter, if any).
     pub fn up(&self, semaphore: SemaphoreId) -> Result<(), Error> {
-        self.runtime.package.up(semaphore).map(drop)
+        self.in_package(|| self.runtime.package.up(semaphore))
+            .map(drop)
     }
 
     /// A blocking kernel call (a simulated I/O that waits `nanoseconds` on
@@ -355,6 +399,18 @@ impl Thread<'_> {
     /// carrier strand, and no other thread runs on it meanwhile.
     pub fn block_in_kernel(&self, nanoseconds: u64) {
         self.runtime.strands.sleep(nanoseconds);
+    }
+
+    /// Runs `call` as the package's critical section: a preemption inside it
+    /// does not hand the thread back (see `run_thread`). An operation that
+    /// switches out stays inside until it is resumed: between the package's
+    /// decision (the thread is ready, or waits) and the switch, the thread's
+    /// state must not be handed to the package twice.
+    fn in_package<R>(&self, call: impl FnOnce() -> R) -> R {
+        self.slot.in_package.store(true, Ordering::Release);
+        let result = call();
+        self.slot.in_package.store(false, Ordering::Release);
+        result
     }
 
     /// Gives the carrier back to its loop; returns when a carrier resumes

@@ -13,11 +13,23 @@ pub trait Suspend {
 /// What a context runs.
 pub type Body = Box<dyn FnOnce(&dyn Suspend) + Send>;
 
+/// How a [`ExecutionContext::resume`] came back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The body called [`Suspend::suspend`].
+    Suspended,
+    /// The body returned (later resumes return this at once).
+    Finished,
+    /// The kernel preempted the strand running the body (SPIN's
+    /// Checkpoint) and handed the body's state back: the package chooses
+    /// what runs next, and may resume this context later from any strand.
+    Preempted,
+}
+
 /// One thread's execution context.
 pub trait ExecutionContext: Send {
-    /// Runs the body until it suspends (`false`) or returns (`true`; later
-    /// calls return `true` at once).
-    fn resume(&mut self) -> bool;
+    /// Runs the body until it suspends, returns or is preempted.
+    fn resume(&mut self) -> Outcome;
     /// Gives a finished context a new body on the same stack; returns the
     /// body back if the context has not finished.
     fn reuse(&mut self, body: Body) -> Result<(), Body>;
