@@ -318,6 +318,20 @@ pub fn uthreads_stress(threads: u64) -> Vec<String> {
         }
         Err(error) => problems.push(error),
     }
+    match spindle_bench_threads::condvar_rounds(&STRANDS, &CONTEXTS) {
+        Ok(received) => {
+            if received != spindle_bench_threads::CONDVAR_ROUNDS {
+                problems.push(format!(
+                    "{received} of {} condition-variable hand-overs arrived in order",
+                    spindle_bench_threads::CONDVAR_ROUNDS
+                ));
+            }
+            console::with_console(|console| {
+                console::write_scalar_u64(console, "uthreads.condvar_rounds", received);
+            });
+        }
+        Err(error) => problems.push(error),
+    }
     let (created, exited) = STRANDS.strand_counts();
     crate::selftest::report_scheduler_scalars(created, exited);
     problems

@@ -69,6 +69,9 @@ fn expect_threads_kept_their_count(smp: u32) {
         "-smp {smp}"
     );
     assert!(scalar(&report, "threads_handed_back") >= 1, "-smp {smp}");
+    // A producer and a consumer hand 200 values over one slot with a mutex
+    // and two condition variables: every value arrives, in order.
+    assert_eq!(scalar(&report, "uthreads.condvar_rounds"), 200, "-smp {smp}");
 }
 
 #[test]

@@ -480,3 +480,54 @@ pub fn preemption(
         recovered: counts.recoveries,
     })
 }
+
+/// Rounds of [`condvar_rounds`].
+pub const CONDVAR_ROUNDS: u64 = 200;
+
+/// A producer and a consumer on every carrier hand `CONDVAR_ROUNDS` values
+/// over one slot guarded by a mutex, with two condition variables (slot
+/// full, slot empty). Returns the values the consumer received in order
+/// (each round's value is its number, so a lost or doubled hand-over shows).
+pub fn condvar_rounds(
+    strands: &'static dyn Strands,
+    contexts: &'static dyn Contexts,
+) -> Result<u64, String> {
+    let carriers = NonZeroU16::new(strands.cpu_count()).unwrap_or(NonZeroU16::MIN);
+    let received = Arc::new(AtomicU64::new(0));
+    let total = Arc::clone(&received);
+    in_threads(strands, contexts, carriers, move |thread| {
+        let fail = |error| format!("{error:?}");
+        let mutex = thread.new_mutex().map_err(fail)?;
+        let full = thread.new_condvar().map_err(fail)?;
+        let empty = thread.new_condvar().map_err(fail)?;
+        // The slot: 0 when empty, else the value + 1.
+        let slot = Arc::new(AtomicU64::new(0));
+        let producer_slot = Arc::clone(&slot);
+        let producer = thread
+            .spawn(move |thread| {
+                for round in 0..CONDVAR_ROUNDS {
+                    let _ = thread.lock(mutex);
+                    while producer_slot.load(Ordering::Acquire) != 0 {
+                        let _ = thread.wait(empty, mutex);
+                    }
+                    producer_slot.store(round + 1, Ordering::Release);
+                    let _ = thread.signal(full);
+                    let _ = thread.unlock(mutex);
+                }
+            })
+            .map_err(|error| format!("{error:?}"))?;
+        for round in 0..CONDVAR_ROUNDS {
+            thread.lock(mutex).map_err(fail)?;
+            while slot.load(Ordering::Acquire) == 0 {
+                thread.wait(full, mutex).map_err(fail)?;
+            }
+            if slot.swap(0, Ordering::AcqRel) == round + 1 {
+                total.fetch_add(1, Ordering::Relaxed);
+            }
+            thread.signal(empty).map_err(fail)?;
+            thread.unlock(mutex).map_err(fail)?;
+        }
+        thread.join(producer).map_err(fail)
+    })?;
+    Ok(received.load(Ordering::Relaxed))
+}

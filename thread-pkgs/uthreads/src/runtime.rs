@@ -29,7 +29,8 @@ use spindle_services::contexts::{Contexts, ExecutionContext, Outcome, Suspend};
 use spindle_services::strands::Strands;
 
 use crate::{
-    AcquireOutcome, CarrierId, Error, JoinOutcome, MutexId, Package, SemaphoreId, ThreadId,
+    AcquireOutcome, CarrierId, CondvarId, Error, JoinOutcome, MutexId, Package, SemaphoreId,
+    ThreadId,
 };
 
 /// What a thread body gets: its identity and the package's operations.
@@ -370,6 +371,34 @@ impl Thread<'_> {
     /// Releases `mutex` (the next waiter becomes its owner and ready).
     pub fn unlock(&self, mutex: MutexId) -> Result<(), Error> {
         self.in_package(|| self.runtime.package.unlock(mutex, self.id))
+            .map(drop)
+    }
+
+    /// A new condition variable.
+    pub fn new_condvar(&self) -> Result<CondvarId, Error> {
+        self.in_package(|| self.runtime.package.new_condvar())
+    }
+
+    /// Releases `mutex` (which this thread holds), waits on `condvar`, and
+    /// returns holding `mutex` again.
+    pub fn wait(&self, condvar: CondvarId, mutex: MutexId) -> Result<(), Error> {
+        self.in_package(|| {
+            self.runtime.package.wait(condvar, mutex, self.id)?;
+            // Woken as the mutex's owner (signal hands it over FIFO).
+            self.switch_out();
+            Ok(())
+        })
+    }
+
+    /// Wakes `condvar`'s first waiter (it re-acquires its mutex).
+    pub fn signal(&self, condvar: CondvarId) -> Result<(), Error> {
+        self.in_package(|| self.runtime.package.signal(condvar))
+            .map(drop)
+    }
+
+    /// Wakes every waiter of `condvar`.
+    pub fn broadcast(&self, condvar: CondvarId) -> Result<(), Error> {
+        self.in_package(|| self.runtime.package.broadcast(condvar))
             .map(drop)
     }
 
