@@ -255,6 +255,10 @@ impl ThreadContext {
             return Resumed::Finished;
         }
         let shared: *mut Shared = &mut *self.shared;
+        // Interrupts stay off across the switch, both ways (see `suspend`
+        // and `context_entry`): a preemption in the middle of a switch would
+        // hand back a half-switched thread.
+        let were_enabled = super::cpu::disable_interrupts();
         let outer = save_current();
         load_current(shared as u64);
         // SAFETY: `shared` is valid for as long as `self` is borrowed, which
@@ -280,10 +284,8 @@ impl ThreadContext {
         // (a preemption right here finds the frame outside the context's
         // stack and leaves it alone).
         load_current(outer);
-        if outcome == Resumed::Preempted {
-            // `hand_back`'s frame resumed this strand with interrupts off.
-            super::cpu::enable_interrupts();
-        }
+        // (`hand_back`'s frame also returns here with interrupts off.)
+        super::cpu::restore_interrupts(were_enabled);
         outcome
     }
 
@@ -304,6 +306,10 @@ impl Suspender {
     /// Suspends the body: the pending [`ThreadContext::resume`] returns
     /// [`Resumed::Suspended`], and the next one continues from here.
     pub fn suspend(&self) {
+        // Interrupts off across the switch: a preemption between saving
+        // this side and loading the other would hand this thread back with
+        // a stale resumer.
+        let were_enabled = super::cpu::disable_interrupts();
         // SAFETY: the body runs inside `resume`, so `shared` is alive and its
         // `resumer` holds the resumer's stack pointer; the switch saves this
         // context's registers on its own stack first.
@@ -313,6 +319,8 @@ impl Suspender {
                 (*self.shared).resumer,
             );
         }
+        // Resumed (by a `resume`, which switched with interrupts off).
+        super::cpu::restore_interrupts(were_enabled);
     }
 }
 
@@ -320,6 +328,9 @@ impl Suspender {
 /// runs the body, marks the context finished and returns to the resumer for
 /// good.
 extern "C" fn context_entry(shared: *mut Shared) -> ! {
+    // The first `resume` switched here with interrupts off; a body runs with
+    // them on, like the strand that resumes it.
+    super::cpu::enable_interrupts();
     // SAFETY: `shared` is the context's boxed state, alive while its
     // `resume` runs (this is inside the first one).
     let body = unsafe { (*shared).body.take() };
@@ -330,6 +341,7 @@ extern "C" fn context_entry(shared: *mut Shared) -> ! {
     if let Some(body) = body {
         body(&suspender);
     }
+    super::cpu::disable_interrupts();
     // SAFETY: as above; after this switch the context is never resumed
     // again (`resume` checks `finished`), so the frame left here is dead.
     unsafe {
