@@ -73,6 +73,19 @@ pub fn boot_with_input(
     })
 }
 
+/// Boots Spindle under TCG whatever `SPINDLE_ACCEL` says: for runs whose
+/// checks depend on timing, which the nested PVM "KVM" of this project's
+/// machines distorts (a policy call there takes milliseconds).
+pub fn boot_tcg(smp: u32, append: &str, timeout: Duration) -> RunReport {
+    boot_with_options(RunOptions {
+        smp,
+        accel: AccelChoice::Tcg,
+        append: append.to_string(),
+        timeout,
+        ..RunOptions::default()
+    })
+}
+
 /// Boots Spindle with `topology` (sockets × cores × threads CPUs).
 pub fn boot_with_topology(topology: Topology, append: &str) -> RunReport {
     boot_with_options(RunOptions {

@@ -2,8 +2,7 @@
 //! ping-pongs, a yielding pair and periodic strands at once, with nothing
 //! lost; stride's 3:2:1 shares; EDF meeting a feasible set's deadlines.
 
-use spindle_tests::{boot_with, boot_with_options, expect_status, ExitStatusKind};
-use spindle_tools::{AccelChoice, RunOptions};
+use spindle_tests::{boot_tcg, boot_with, expect_status, ExitStatusKind};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -85,13 +84,11 @@ fn stride_gives_the_trio_its_three_two_one_shares_within_five_percent() {
     // policy call takes about a millisecond, the trio gets a few dozen
     // stints, and the measured shares are noise (CI saw one run over 5 %).
     // Like the EDF test below, this runs under TCG.
-    let report = boot_with_options(RunOptions {
-        smp: 2,
-        accel: AccelChoice::Tcg,
-        append: "bench=mixed mixed_ms=1000 sched=stride watchdog_ms=30000".into(),
-        timeout: TIMEOUT,
-        ..RunOptions::default()
-    });
+    let report = boot_tcg(
+        2,
+        "bench=mixed mixed_ms=1000 sched=stride watchdog_ms=30000",
+        TIMEOUT,
+    );
     expect_nothing_lost(&report, "stride");
     let error = scalar_f64(&report, "stride.share_error_pct");
     assert!(error <= 5.0, "share error {error} %");
@@ -115,13 +112,11 @@ fn edf_meets_every_deadline_of_a_feasible_periodic_set() {
     // Timing needs a guest that runs at speed: under the PVM "KVM" of the
     // development machines a single switch takes milliseconds, so this test
     // runs under TCG.
-    let report = boot_with_options(RunOptions {
-        smp: 2,
-        accel: AccelChoice::Tcg,
-        append: "bench=mixed mixed_ms=1000 sched=edf watchdog_ms=30000".into(),
-        timeout: TIMEOUT,
-        ..RunOptions::default()
-    });
+    let report = boot_tcg(
+        2,
+        "bench=mixed mixed_ms=1000 sched=edf watchdog_ms=30000",
+        TIMEOUT,
+    );
     expect_nothing_lost(&report, "edf");
     let jobs = report.document["edf.jobs"].as_u64().unwrap();
     assert!(jobs >= 150, "two strands, 10 ms periods, 1 s: {jobs} jobs");

@@ -5,8 +5,7 @@
 //! slice, and on this project's nested "KVM" (PVM) a policy call alone can
 //! take milliseconds.
 
-use spindle_tests::{boot_with_options, expect_status, ExitStatusKind, RunReport};
-use spindle_tools::{AccelChoice, RunOptions};
+use spindle_tests::{boot_tcg, expect_status, ExitStatusKind, RunReport};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -15,15 +14,11 @@ const POLICIES: [&str; 7] = [
 ];
 
 fn run(smp: u32, policy: &str) -> RunReport {
-    let report = boot_with_options(RunOptions {
+    let report = boot_tcg(
         smp,
-        accel: AccelChoice::Tcg,
-        append: format!(
-            "bench=tsc tsc_samples=1 selftest=processors sched={policy} watchdog_ms=30000"
-        ),
-        timeout: TIMEOUT,
-        ..RunOptions::default()
-    });
+        &format!("bench=tsc tsc_samples=1 selftest=processors sched={policy} watchdog_ms=30000"),
+        TIMEOUT,
+    );
     expect_status(&report, ExitStatusKind::Ok);
     report
 }

@@ -4,20 +4,13 @@
 //! switches, which the nested PVM "KVM" here makes slow without changing
 //! what is checked.
 
-use spindle_tests::{boot_with_options, expect_status, histogram, ExitStatusKind, RunReport};
-use spindle_tools::{AccelChoice, RunOptions};
+use spindle_tests::{boot_tcg, expect_status, histogram, ExitStatusKind, RunReport};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 fn run(smp: u32, append: &str) -> RunReport {
-    let report = boot_with_options(RunOptions {
-        smp,
-        accel: AccelChoice::Tcg,
-        append: append.to_string(),
-        timeout: TIMEOUT,
-        ..RunOptions::default()
-    });
+    let report = boot_tcg(smp, append, TIMEOUT);
     expect_status(&report, ExitStatusKind::Ok);
     report
 }
@@ -71,7 +64,11 @@ fn expect_threads_kept_their_count(smp: u32) {
     assert!(scalar(&report, "threads_handed_back") >= 1, "-smp {smp}");
     // A producer and a consumer hand 200 values over one slot with a mutex
     // and two condition variables: every value arrives, in order.
-    assert_eq!(scalar(&report, "uthreads.condvar_rounds"), 200, "-smp {smp}");
+    assert_eq!(
+        scalar(&report, "uthreads.condvar_rounds"),
+        200,
+        "-smp {smp}"
+    );
 }
 
 #[test]

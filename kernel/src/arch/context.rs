@@ -23,6 +23,35 @@ const FRAME_CLEARANCE: u64 = 64;
 /// `interrupt_common` keeps for its calls).
 const FRAME_ALIGNMENT: u64 = 16;
 
+/// A frame that resumes kernel code at `rip` on stack `rsp` with `rflags`,
+/// every general register zero.
+pub fn kernel_frame(rip: u64, rsp: u64, rflags: u64) -> InterruptFrame {
+    InterruptFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: 0,
+        rsi: 0,
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error_code: 0,
+        rip,
+        cs: u64::from(cpu::KERNEL_CODE_SELECTOR.bits()),
+        rflags,
+        rsp,
+        ss: u64::from(cpu::KERNEL_DATA_SELECTOR.bits()),
+    }
+}
+
 /// Writes a new strand's first frame below `stack_top` (16-byte aligned, of
 /// a stack of at least one page that nothing else uses) and returns its
 /// address: resuming it enters `entry(argument)` on that stack with
@@ -34,28 +63,9 @@ pub fn initial_frame(stack_top: u64, entry: extern "C" fn(u64) -> !, argument: u
     let frame_address =
         (stack_top - FRAME_CLEARANCE - size_of::<InterruptFrame>() as u64) & !(FRAME_ALIGNMENT - 1);
     let frame = InterruptFrame {
-        r15: 0,
-        r14: 0,
-        r13: 0,
-        r12: 0,
-        r11: 0,
-        r10: 0,
-        r9: 0,
-        r8: 0,
-        rbp: 0,
         rdi: argument,
-        rsi: 0,
-        rdx: 0,
-        rcx: 0,
-        rbx: 0,
-        rax: 0,
         vector: u64::from(VECTOR_SWITCH),
-        error_code: 0,
-        rip: entry as usize as u64,
-        cs: u64::from(cpu::KERNEL_CODE_SELECTOR.bits()),
-        rflags: INITIAL_RFLAGS,
-        rsp: entry_rsp,
-        ss: u64::from(cpu::KERNEL_DATA_SELECTOR.bits()),
+        ..kernel_frame(entry as usize as u64, entry_rsp, INITIAL_RFLAGS)
     };
     // SAFETY: the caller owns the stack below `stack_top` and nothing runs
     // on it yet; the return-address slot and the frame lie inside it (the

@@ -402,37 +402,16 @@ pub unsafe fn hand_back(frame: *mut InterruptFrame, context: u64) -> Option<*mut
     // 2. The strand: a synthetic interrupt frame on its own stack, below the
     //    registers its `resume` saved, that returns into that `resume` with
     //    interrupts off (it re-enables them itself once its view is right).
-    // SAFETY: (as above) and `frame` is a valid interrupt frame.
-    let (code_selector, data_selector) = unsafe { ((*frame).cs, (*frame).ss) };
     let synthetic = ((resumer - FRAME_CLEARANCE - size_of::<InterruptFrame>() as u64) & !0xf)
         as *mut InterruptFrame;
     // SAFETY: the strand's stack below `resumer` is unused while the strand
     // is inside the context (its `resume` is suspended in the switch).
     unsafe {
-        synthetic.write(InterruptFrame {
-            r15: 0,
-            r14: 0,
-            r13: 0,
-            r12: 0,
-            r11: 0,
-            r10: 0,
-            r9: 0,
-            r8: 0,
-            rbp: 0,
-            rdi: 0,
-            rsi: 0,
-            rdx: 0,
-            rcx: 0,
-            rbx: 0,
-            rax: 0,
-            vector: 0,
-            error_code: 0,
-            rip: spindle_context_return as *const () as u64,
-            cs: code_selector,
-            rflags: RFLAGS_RESERVED,
-            rsp: resumer,
-            ss: data_selector,
-        });
+        synthetic.write(super::context::kernel_frame(
+            spindle_context_return as *const () as u64,
+            resumer,
+            RFLAGS_RESERVED,
+        ));
     }
     Some(synthetic)
 }
