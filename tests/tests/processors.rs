@@ -56,14 +56,18 @@ fn expect_protocol_kept(report: &RunReport, smp: u32, policy: &str) {
     // (a CPU that the domain's policy left idle gives itself up instead).
     let forced = scalar(report, "alloc.forced");
     assert!(forced >= 1, "{context}: no revocation was forced");
+    // Every grant ended in exactly one way. (A strand that read the release
+    // phase's mode just before it ended may give its CPU back itself in the
+    // last phase, so a release can stand in for a given-up revocation.)
+    let released = scalar(report, "alloc.released");
+    assert!(released >= cpus, "{context}: {released} releases");
     assert_eq!(
-        scalar(report, "alloc.given_up") + forced,
-        3 * cpus,
+        scalar(report, "alloc.given_up") + forced + released,
+        4 * cpus,
         "{context}"
     );
     // Each forced revocation named the domain strand it preempted.
     assert_eq!(scalar(report, "alloc.forced_named"), forced, "{context}");
-    assert_eq!(scalar(report, "alloc.released"), cpus, "{context}");
     // The domain's strands survived being preempted by force and finished.
     assert_eq!(scalar(report, "alloc.domain_finished"), cpus, "{context}");
     // The domain whose client panics was ejected, and its strands finished

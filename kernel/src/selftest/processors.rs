@@ -279,10 +279,13 @@ pub fn run() -> Vec<String> {
             let asked = crate::kernel::nanoseconds_since_boot();
             match domains::revoke(domain, CpuId(index as u16), notice) {
                 Ok(deadline) => deadlines.push((index, asked, deadline)),
+                // A strand that read the release phase's mode just before it
+                // ended may give its CPU back itself in the next phase.
+                Err(domains::DomainError::Allocation(_)) if mode == STOP => {}
                 Err(error) => problems.push(format!("{name}: revoke CPU {index}: {error}")),
             }
         }
-        if !wait_until(|| revocations(&client) >= revoked_before + deadlines.len() as u64) {
+        if !wait_until(|| domains::cpus_of(domain).is_empty()) {
             problems.push(format!("{name}: revocations did not complete"));
         }
         for (index, asked, deadline) in deadlines {
@@ -315,10 +318,12 @@ pub fn run() -> Vec<String> {
                 broken_count += 1;
             }
         }
+        // Until every CPU is granted, or the domain is ejected already (its
+        // client panics on the first one it gets).
         let mut got = 0;
         wait_until(|| {
             got += domains::request_processors(broken, granted - got);
-            got == granted
+            got == granted || domains::owner(broken).is_none()
         });
         if !wait_until(|| shared.broken_finished.load(Ordering::Relaxed) >= broken_count) {
             problems.push(String::from(
