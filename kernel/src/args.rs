@@ -29,6 +29,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "strand_count",
     "strand_ms",
     "mixed_ms",
+    "mixed_job_us",
     "thread_rounds",
     "thread_count",
 ];
@@ -194,6 +195,8 @@ pub struct KernelArgs {
     pub strand_ms: u64,
     /// How long the `mixed` benchmark runs.
     pub mixed_ms: u64,
+    /// Work per job of `mixed`'s periodic strands, in microseconds.
+    pub mixed_job_us: u64,
     /// Samples of each `forkjoin` and `pingpong` histogram.
     pub thread_rounds: u64,
     /// Threads the `uthreads` self-test spawns and joins.
@@ -234,6 +237,7 @@ impl Default for KernelArgs {
             strand_count: 32,
             strand_ms: 20,
             mixed_ms: 1000,
+            mixed_job_us: spindle_bench_mixed::JOB_NS / 1000,
             thread_rounds: 1000,
             thread_count: 2000,
         }
@@ -434,6 +438,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "strand_count" => args.strand_count = number(key, value, 1, 4096)?,
             "strand_ms" => args.strand_ms = number(key, value, 1, 600_000)?,
             "mixed_ms" => args.mixed_ms = number(key, value, 1, 600_000)?,
+            "mixed_job_us" => args.mixed_job_us = number(key, value, 1, 1_000_000)?,
             "thread_rounds" => args.thread_rounds = number(key, value, 1, 1_000_000)?,
             "thread_count" => args.thread_count = number(key, value, 1, 1_000_000)?,
             "watchdog_ms" => args.watchdog_ms = number(key, value, 1, 600_000)?,

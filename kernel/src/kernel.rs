@@ -305,7 +305,7 @@ fn run_and_report(
         kprintln!("kernel: dispatch benchmark done at +{} ms", elapsed_ms());
     }
     if args.benches.mixed {
-        let found = crate::workloads::mixed(args.mixed_ms);
+        let found = crate::workloads::mixed(args.mixed_ms, args.mixed_job_us * 1000);
         for problem in &found {
             report_problem(format_args!("{problem}"));
         }

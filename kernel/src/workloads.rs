@@ -118,8 +118,8 @@ impl Strands for KernelStrands {
 
 /// `--bench mixed` for `duration_ms`: runs `bench-apps/mixed` and reports
 /// its scalars with the scheduler's; returns the problems found.
-pub fn mixed(duration_ms: u64) -> Vec<String> {
-    let report = spindle_bench_mixed::run(&STRANDS, duration_ms);
+pub fn mixed(duration_ms: u64, job_ns: u64) -> Vec<String> {
+    let report = spindle_bench_mixed::run(&STRANDS, duration_ms, job_ns);
     let (created, exited) = STRANDS.strand_counts();
     if exited != created {
         strand::dump_live_strands();

@@ -31,7 +31,11 @@ const SLEEP_NS: u64 = 1_000_000;
 const PERIODIC_STRANDS: usize = 2;
 const PERIOD_NS: u64 = 10_000_000;
 const BUDGET_NS: u64 = 2_000_000;
-const JOB_NS: u64 = 1_000_000;
+/// Work per periodic job unless asked otherwise: within the budget, so the
+/// set is feasible. A job longer than the period makes it infeasible while
+/// its declared budget still passes admission control, and EDF then
+/// reports the misses.
+pub const JOB_NS: u64 = 1_000_000;
 /// How long the run may take beyond its duration before strands count as lost.
 const GRACE_NS: u64 = 30_000_000_000;
 
@@ -104,8 +108,9 @@ fn spawn(
     }
 }
 
-/// Runs the workload for `duration_ms` from a CPU's own context.
-pub fn run(strands: &'static dyn Strands, duration_ms: u64) -> Report {
+/// Runs the workload for `duration_ms` from a CPU's own context, the
+/// periodic strands' jobs each computing `job_ns`.
+pub fn run(strands: &'static dyn Strands, duration_ms: u64, job_ns: u64) -> Report {
     let mut problems = Vec::new();
     let cpus = strands.cpu_count();
     let last = CpuId(cpus - 1);
@@ -271,7 +276,7 @@ pub fn run(strands: &'static dyn Strands, duration_ms: u64) -> Report {
             move || {
                 let mut release = now();
                 while release < shared.end {
-                    compute_until(strands, now() + JOB_NS);
+                    compute_until(strands, now() + job_ns);
                     shared.jobs.fetch_add(1, Ordering::Relaxed);
                     if now() > release + PERIOD_NS {
                         shared.deadline_misses.fetch_add(1, Ordering::Relaxed);
