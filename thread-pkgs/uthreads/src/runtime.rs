@@ -2,10 +2,13 @@
 //!
 //! A carrier is a strand running [`Runtime`]'s carrier loop: it asks the
 //! package for a thread, resumes that thread's context until the thread
-//! suspends (it yielded, or blocked on a join, a mutex or a semaphore) or
-//! finishes, and asks again. A thread switch is two context switches
-//! (thread → carrier loop → thread) and no kernel entry; a thread that makes
-//! a blocking kernel call blocks its whole carrier.
+//! suspends (it yielded, or blocked on a join, a mutex, a condition variable
+//! or a semaphore), finishes, or is handed back because the kernel preempted
+//! the carrier (SPIN's Checkpoint: the thread goes back to the ready queue,
+//! and the loop's next pick is the package's Resume), and asks again. A
+//! thread switch is two context switches (thread → carrier loop → thread)
+//! and no kernel entry; a thread that makes a blocking kernel call blocks
+//! its whole carrier.
 //!
 //! The package changes a thread's state before the thread has switched out
 //! (a `lock` that must wait marks it blocked at once), so another carrier may
