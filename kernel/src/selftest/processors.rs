@@ -245,7 +245,19 @@ pub fn run() -> Vec<String> {
             got += domains::request_processors(domain, granted - got);
             got == granted
         }) {
-            problems.push(format!("{name}: {got} of {granted} processors granted"));
+            let states: Vec<String> = (1..cpus)
+                .map(|index| {
+                    format!(
+                        "cpu {index}: {:?} ({:?})",
+                        domains::allocation(index),
+                        domains::grant(domain, CpuId(index as u16)).err()
+                    )
+                })
+                .collect();
+            problems.push(format!(
+                "{name}: {got} of {granted} processors granted; {}",
+                states.join(", ")
+            ));
         }
         grants += got;
         let added = grants as u64;
@@ -264,7 +276,10 @@ pub fn run() -> Vec<String> {
             problems.push(format!("{name}: the domain's strands did not run"));
         }
         if mode == RELEASE {
-            if !wait_until(|| revocations(&client) >= revoked_before + granted as u64) {
+            let expected = revoked_before + granted as u64;
+            if !wait_until(|| {
+                revocations(&client) >= expected && domains::cpus_of(domain).is_empty()
+            }) {
                 problems.push(format!("{name}: the processors were not released"));
             }
             continue;
@@ -285,7 +300,12 @@ pub fn run() -> Vec<String> {
                 Err(error) => problems.push(format!("{name}: revoke CPU {index}: {error}")),
             }
         }
-        if !wait_until(|| domains::cpus_of(domain).is_empty()) {
+        // Both: the CPUs are back, and the domain heard of every revocation
+        // (`processor_revoked` comes just after a CPU stops running the
+        // domain's strands; a phase must not start before it, or the next
+        // phase would count it as its own).
+        let expected = revoked_before + deadlines.len() as u64;
+        if !wait_until(|| domains::cpus_of(domain).is_empty() && revocations(&client) >= expected) {
             problems.push(format!("{name}: revocations did not complete"));
         }
         for (index, asked, deadline) in deadlines {

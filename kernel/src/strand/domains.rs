@@ -196,6 +196,11 @@ pub fn cpus_of(domain: DomainId) -> CpuSet {
         .collect()
 }
 
+/// CPU `index`'s allocation state (for diagnostics).
+pub fn allocation(index: usize) -> Allocation {
+    *ALLOCATION[index].lock()
+}
+
 /// Grants CPU `target` to `domain`; it changes hands at the next rendezvous.
 pub fn grant(domain: DomainId, target: CpuId) -> Result<(), DomainError> {
     let index = usize::from(target.0);
