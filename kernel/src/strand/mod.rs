@@ -303,12 +303,12 @@ fn policy_context() -> Context {
 
 /// Packs a strand identifier into one register (or one atomic).
 pub fn pack_id(id: StrandId) -> u64 {
-    u64::from(id.index()) | u64::from(id.generation()) << 32
+    spindle_services::strands::pack(id)
 }
 
 /// The identifier [`pack_id`] packed.
 pub fn unpack_id(packed: u64) -> StrandId {
-    StrandId::new(packed as u32, (packed >> 32) as u32)
+    spindle_services::strands::unpack(packed)
 }
 
 /// The strand called `id`, if it still exists.
