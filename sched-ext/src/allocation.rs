@@ -260,7 +260,10 @@ impl Allocation {
     pub fn must_force(&mut self, now: Nanoseconds, running: Option<StrandId>) -> bool {
         match self {
             Allocation::Revoking {
-                deadline, forced, ..
+                deadline,
+                forced,
+                cause: Cause::Revoked,
+                ..
             } if now >= *deadline && forced.is_none() => match running {
                 Some(strand) => {
                     *forced = Some(strand);
@@ -276,6 +279,19 @@ impl Allocation {
     /// has left it: completes a revocation under way, returning the domain
     /// and what to tell it. The CPU then runs nothing until `apply`.
     pub fn complete_revocation(&mut self) -> Option<(DomainId, Revocation)> {
+        self.complete_revocation_after(true)
+    }
+
+    /// [`complete_revocation`](Allocation::complete_revocation), where
+    /// `voluntary` says whether the holder's strand left on its own (a
+    /// yield, a block, an exit; or the CPU had none). A strand preempted
+    /// before the deadline has not given the CPU up: the revocation stays
+    /// under way (the strand may be inside a critical section that others
+    /// wait on; taking the CPU would strand it there), and so does a
+    /// release (the releasing strand may still have work to finish there,
+    /// such as exiting). The abort protocol's forced preemption completes
+    /// either way.
+    pub fn complete_revocation_after(&mut self, voluntary: bool) -> Option<(DomainId, Revocation)> {
         let Allocation::Revoking {
             domain,
             cause,
@@ -285,6 +301,9 @@ impl Allocation {
         else {
             return None;
         };
+        if !voluntary && forced.is_none() {
+            return None;
+        }
         let how = match (cause, forced) {
             (Cause::Released, _) => Revocation::Released,
             (Cause::Revoked, Some(preempted)) => Revocation::Forced { preempted },
@@ -346,6 +365,36 @@ pub trait ProcessorClient: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preemption_before_the_deadline_does_not_complete_a_revocation() {
+        let mut cpu = granted();
+        let deadline = cpu.revoke(DOMAIN, 100, 50).unwrap();
+        assert_eq!(cpu.complete_revocation_after(false), None);
+        assert!(matches!(cpu, Allocation::Revoking { .. }));
+        // The abort protocol's preemption completes it.
+        assert!(cpu.must_force(deadline, Some(STRAND)));
+        assert_eq!(
+            cpu.complete_revocation_after(false),
+            Some((DOMAIN, Revocation::Forced { preempted: STRAND }))
+        );
+        // A yield, block or exit completes it at once.
+        let mut cpu = granted();
+        cpu.revoke(DOMAIN, 100, 50).unwrap();
+        assert_eq!(
+            cpu.complete_revocation_after(true),
+            Some((DOMAIN, Revocation::GivenUp))
+        );
+        // A release is never forced: it waits for the strand to leave.
+        let mut cpu = granted();
+        cpu.release(DOMAIN, 100).unwrap();
+        assert!(!cpu.must_force(1_000, Some(STRAND)));
+        assert_eq!(cpu.complete_revocation_after(false), None);
+        assert_eq!(
+            cpu.complete_revocation_after(true),
+            Some((DOMAIN, Revocation::Released))
+        );
+    }
 
     const DOMAIN: DomainId = DomainId(1);
     const OTHER: DomainId = DomainId(2);

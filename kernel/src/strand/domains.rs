@@ -131,7 +131,10 @@ impl fmt::Display for DomainError {
 }
 
 /// Registers an extension domain scheduled by a fresh instance of `policy`
-/// and told about its processors through `client`.
+/// and told about its processors through `client`. A domain of the same
+/// name that is idle (see [`is_idle`]) is reused, with the new policy
+/// instance and client: a workload that runs a package many times does not
+/// use up the domain slots.
 pub fn register(
     name: &'static str,
     policy: &'static PolicyInfo,
@@ -139,6 +142,26 @@ pub fn register(
 ) -> Result<DomainId, DomainError> {
     let instance: Arc<dyn spindle_sched_ext::Policy> =
         Arc::from((policy.create)(cpu::cpus_found() as u16));
+    let reusable: Vec<DomainId> = {
+        let domains = DOMAINS.lock();
+        (1..=domains.len())
+            .filter(|&number| {
+                let entry = &domains[number - 1];
+                entry.name == name && entry.ejected.is_none()
+            })
+            .map(|number| DomainId(number as u16))
+            .collect()
+    };
+    // `is_idle` takes the strand table and the allocation locks, never
+    // while `DOMAINS` is held.
+    if let Some(domain) = reusable.into_iter().find(|&domain| is_idle(domain)) {
+        let mut domains = DOMAINS.lock();
+        let entry = &mut domains[usize::from(domain.0) - 1];
+        entry.info = policy;
+        entry.policy = instance;
+        entry.client = client;
+        return Ok(domain);
+    }
     let mut domains = DOMAINS.lock();
     if domains.len() + 1 >= MAX_DOMAINS {
         return Err(DomainError::TooManyDomains);
@@ -151,6 +174,15 @@ pub fn register(
         ejected: None,
     });
     Ok(DomainId(domains.len() as u16))
+}
+
+/// Whether extension domain `domain` holds no CPU, has none on its way to
+/// or from it, and has no live strand.
+pub fn is_idle(domain: DomainId) -> bool {
+    let allocated = ALLOCATION[..cpu::cpus_found()]
+        .iter()
+        .any(|allocation| allocation.lock().holder() == Some(domain));
+    !allocated && super::strands_in(domain) == 0
 }
 
 /// The policy of `domain` (the running policy for the default domain);
@@ -266,8 +298,16 @@ pub fn revoke(
 }
 
 /// The domain returns CPU `target` (it leaves at the CPU's next
-/// scheduling point).
+/// scheduling point; a caller running there yields at once).
 pub fn release(domain: DomainId, target: CpuId) -> Result<(), DomainError> {
+    release_then(domain, target, true)
+}
+
+/// [`release`], where a caller running on `target` yields only if
+/// `yield_now` (else the CPU leaves at its next yield, block or exit: a
+/// strand that releases its CPU and then exits is not left runnable on a
+/// CPU its domain no longer holds).
+pub fn release_then(domain: DomainId, target: CpuId, yield_now: bool) -> Result<(), DomainError> {
     let index = usize::from(target.0);
     if index >= cpu::cpus_found() {
         return Err(DomainError::NoSuchCpu);
@@ -279,12 +319,23 @@ pub fn release(domain: DomainId, target: CpuId) -> Result<(), DomainError> {
             .release(domain, now)
             .map_err(DomainError::Allocation)
     })?;
-    if target.index() == cpu::current_index() {
-        super::yield_now();
-    } else {
+    if target.index() != cpu::current_index() {
         kick(target);
+    } else if yield_now {
+        super::yield_now();
     }
     Ok(())
+}
+
+/// The CPUs allocated to `domain` in any state (being granted, held, being
+/// taken back, on their way back).
+pub fn allocated(domain: DomainId) -> CpuSet {
+    ALLOCATION[..cpu::cpus_found()]
+        .iter()
+        .enumerate()
+        .filter(|(_, allocation)| allocation.lock().holder() == Some(domain))
+        .map(|(index, _)| CpuId(index as u16))
+        .collect()
 }
 
 /// The timer tick on CPU `index`: whether the strand of the holding domain
@@ -297,13 +348,16 @@ pub(super) fn must_force(
     ALLOCATION[index].lock().must_force(now, running)
 }
 
-/// A scheduling point on CPU `index`, the leaving strand gone: completes a
-/// revocation under way and raises `processor_revoked`, or raises
-/// `processor_added` once after a grant. Returns whose strands the CPU runs.
-pub(super) fn at_scheduling_point(index: usize) -> Runner {
+/// A scheduling point on CPU `index`, the leaving strand gone (`voluntary`:
+/// it yielded, blocked or exited, or there was none): completes a
+/// revocation under way (a strand preempted before the deadline does not;
+/// see `Allocation::complete_revocation_after`) and raises
+/// `processor_revoked`, or raises `processor_added` once after a grant.
+/// Returns whose strands the CPU runs.
+pub(super) fn at_scheduling_point(index: usize, voluntary: bool) -> Runner {
     let (completed, added, runs) = {
         let mut allocation = ALLOCATION[index].lock();
-        let completed = allocation.complete_revocation();
+        let completed = allocation.complete_revocation_after(voluntary);
         if completed.is_some() {
             RUNNER[index].store(NOBODY, Ordering::Release);
         }

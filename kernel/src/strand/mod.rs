@@ -85,6 +85,9 @@ struct Strand {
     /// The thread context it is inside while not running (see
     /// arch/thread_context.rs; 0: none).
     context: AtomicU64,
+    /// The CPU the strand was last preempted on, until it runs again
+    /// (`NOT_PREEMPTED`: it left its last CPU on its own).
+    preempted_on: AtomicU16,
     /// The CPUs it may run on (changed only while no policy queue holds it:
     /// see [`set_affinity`]).
     affinity: IrqMutex<CpuSet>,
@@ -180,6 +183,8 @@ pub struct Counters {
     pub affinity_refusals: AtomicU64,
     /// Preemptions that handed a thread back to its package.
     pub threads_handed_back: AtomicU64,
+    /// Threads handed back in place because [`interrupt`] asked for it.
+    pub interrupts: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -196,6 +201,7 @@ pub static COUNTERS: Counters = Counters {
     affinity_changes: AtomicU64::new(0),
     affinity_refusals: AtomicU64::new(0),
     threads_handed_back: AtomicU64::new(0),
+    interrupts: AtomicU64::new(0),
 };
 
 /// Why a strand could not be created.
@@ -277,6 +283,16 @@ fn default_strand_confined_outside(keeps: &CpuSet) -> bool {
         .filter_map(|slot| slot.strand.as_ref())
         .filter(|strand| domain_of(strand) == DEFAULT_DOMAIN)
         .any(|strand| strand.affinity().intersection(keeps).is_empty())
+}
+
+/// How many live strands `domain` has.
+fn strands_in(domain: DomainId) -> usize {
+    STRANDS
+        .lock()
+        .iter()
+        .filter_map(|slot| slot.strand.as_ref())
+        .filter(|strand| domain_of(strand) == domain)
+        .count()
 }
 
 /// Gives every strand of an ejected domain to the default domain (every
@@ -394,6 +410,7 @@ pub fn spawn_in(
                 last_cpu: AtomicU32::new(cpu::NO_CPU),
                 frame: AtomicU64::new(frame),
                 context: AtomicU64::new(0),
+                preempted_on: AtomicU16::new(NOT_PREEMPTED),
                 affinity: irq_mutex(affinity),
                 pending_affinity: irq_mutex(None),
                 joiners: irq_mutex(Vec::new()),
@@ -538,6 +555,24 @@ fn kick(target: CpuId) {
             cpu::per_cpu(index).apic_id.load(Ordering::Relaxed),
             apic::VECTOR_IPI_WAKE,
         );
+    }
+}
+
+/// Stops the thread a thread package's strand runs on `target` and hands it
+/// back to the package (SPIN's Checkpoint), at that CPU's next interrupt
+/// that finds the strand inside a thread: the strand continues at once in
+/// the package's code, without leaving the CPU. This is how a
+/// scheduler-activations kernel stops a busy processor to deliver an
+/// upcall. Callable with interrupts off and from a `ProcessorClient`
+/// event.
+pub fn interrupt(target: CpuId) {
+    let index = usize::from(target.0);
+    if index >= cpu::cpus_found() {
+        return;
+    }
+    PREEMPT_WANTED[index].store(true, Ordering::Release);
+    if index != cpu::current_index() {
+        kick(target);
     }
 }
 
@@ -770,6 +805,16 @@ static EARLIEST_SLEEPER: AtomicU64 = AtomicU64::new(u64::MAX);
 /// scheduler: a CPU that was kicked during its own scheduling pass must not
 /// go to sleep on that kick (see `resume_next`).
 static KICKED: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
+/// Set by [`interrupt`]: the CPU's next interrupt that finds its strand
+/// inside a thread hands the thread back.
+static PREEMPT_WANTED: [AtomicBool; cpu::MAX_CPUS] =
+    [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
+/// `Strand::preempted_on` of a strand that was not cut off mid-run.
+const NOT_PREEMPTED: u16 = u16::MAX;
+/// Per CPU: strands preempted there that have not run since. A revocation
+/// completes only when none is left (see `resume_next`): a strand cut off
+/// there may hold a lock its domain's other strands wait on.
+static PREEMPTED_HERE: [AtomicU32; cpu::MAX_CPUS] = [const { AtomicU32::new(0) }; cpu::MAX_CPUS];
 /// Whether each CPU runs a strand (else it idles).
 static RUNS_STRAND: [AtomicBool; cpu::MAX_CPUS] = [const { AtomicBool::new(false) }; cpu::MAX_CPUS];
 /// Per-CPU busy time.
@@ -932,6 +977,30 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     } else {
         core::mem::replace(&mut scheduler.request, REQUEST_NONE)
     };
+    if request == REQUEST_NONE
+        && scheduler.current.is_some()
+        && PREEMPT_WANTED[me].load(Ordering::Acquire)
+    {
+        // An upcall for a thread package (`interrupt`): the thread running
+        // in the strand is handed back and the strand continues at once in
+        // the package's code. No scheduling decision is made, so the strand
+        // does not leave the CPU (a revocation under way is not completed
+        // by it). Where the strand runs no thread, the request waits for an
+        // interrupt that finds one; the package's code looks for its
+        // upcalls anyway.
+        let inside = crate::arch::thread_context::save_current();
+        let interrupted = frame as *mut InterruptFrame;
+        // SAFETY: `interrupted` is the interrupted strand's saved frame and
+        // `inside` the context it is inside; the strand is stopped in this
+        // interrupt on this CPU, so it runs nowhere else meanwhile.
+        let handed_back = unsafe { crate::arch::thread_context::hand_back(interrupted, inside) };
+        if let Some(resumed) = handed_back {
+            PREEMPT_WANTED[me].store(false, Ordering::Release);
+            COUNTERS.interrupts.fetch_add(1, Ordering::Relaxed);
+            COUNTERS.threads_handed_back.fetch_add(1, Ordering::Relaxed);
+            return resumed;
+        }
+    }
     let context = policy_context();
     match scheduler.current.take() {
         Some(current) => {
@@ -967,7 +1036,7 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             BUSY[me].fetch_add(ran, Ordering::Relaxed);
             if request == REQUEST_BLOCK {
                 block_current(&policy, &context, current, ran, frame.rdi);
-                return resume_next(&context, &mut scheduler, me, None);
+                return resume_next(&context, &mut scheduler, me, None, true);
             }
             let exited = request == REQUEST_EXIT;
             if !exited && (request == REQUEST_READMIT || current.pending_affinity.lock().is_some())
@@ -976,7 +1045,7 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                 // woken: the wake-up admits it again with its new CPUs.
                 block_current(&policy, &context, Arc::clone(&current), ran, 0);
                 wake(&policy, &current, false);
-                return resume_next(&context, &mut scheduler, me, None);
+                return resume_next(&context, &mut scheduler, me, None, true);
             }
             let directed = (request == REQUEST_YIELD_TO).then(|| unpack_id(frame.rdi));
             let (state, reason) = match request {
@@ -986,6 +1055,12 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
             };
             current.run_time.fetch_add(ran, Ordering::Relaxed);
             current.runnable_since.store(context.now, Ordering::Relaxed);
+            if request == REQUEST_PREEMPT {
+                // Cut off mid-run: counted until it runs again (before any
+                // other CPU can take it).
+                current.preempted_on.store(me as u16, Ordering::Relaxed);
+                PREEMPTED_HERE[me].fetch_add(1, Ordering::AcqRel);
+            }
             current.state.store(state, Ordering::Release);
             // This CPU runs on its interrupt stack now: the strand's stack
             // is free, and another CPU may resume it as soon as the policy
@@ -1007,14 +1082,15 @@ pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
                     unblock_strand(&joiner);
                 }
             }
-            return resume_next(&context, &mut scheduler, me, directed);
+            let voluntary = request != REQUEST_PREEMPT;
+            return resume_next(&context, &mut scheduler, me, directed, voluntary);
         }
         None => {
             scheduler.idle_frame = frame_address;
             scheduler.idle_context = crate::arch::thread_context::save_current();
         }
     }
-    resume_next(&context, &mut scheduler, me, None)
+    resume_next(&context, &mut scheduler, me, None, true)
 }
 
 /// Takes the running strand off this CPU as blocked: SPIN's Block, then
@@ -1051,9 +1127,13 @@ fn resume_next(
     scheduler: &mut CpuScheduler,
     me: usize,
     directed: Option<StrandId>,
+    voluntary: bool,
 ) -> *mut InterruptFrame {
     let context = *context;
-    let Some(owner) = runner_owner(domains::at_scheduling_point(me)) else {
+    // A revocation completes when the domain leaves the CPU of its own
+    // accord with none of its strands cut off there mid-run (or by force).
+    let given_up = voluntary && PREEMPTED_HERE[me].load(Ordering::Acquire) == 0;
+    let Some(owner) = runner_owner(domains::at_scheduling_point(me, given_up)) else {
         RUNS_STRAND[me].store(false, Ordering::Release);
         idle_until_kicked(me);
         crate::arch::thread_context::load_current(scheduler.idle_context);
@@ -1065,6 +1145,10 @@ fn resume_next(
         .or_else(|| pick_verified(policy, &context, me));
     let resumed = match chosen {
         Some(next) => {
+            let preempted_on = next.preempted_on.swap(NOT_PREEMPTED, Ordering::AcqRel);
+            if let Some(count) = PREEMPTED_HERE.get(usize::from(preempted_on)) {
+                count.fetch_sub(1, Ordering::AcqRel);
+            }
             let next_frame = next.frame.load(Ordering::Relaxed);
             crate::arch::thread_context::load_current(next.context.load(Ordering::Relaxed));
             scheduler.stint_start = context.now;
