@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::num::NonZeroU16;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use spin::Mutex;
+use spin::{Mutex, Once};
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
 use spindle_services::contexts::{Contexts, ExecutionContext, Outcome, Suspend};
 use spindle_services::strands::Strands;
@@ -66,9 +66,26 @@ pub struct RuntimeCounts {
     pub recoveries: u64,
 }
 
+/// What a runtime's threads run on when it is not the runtime's own carrier
+/// strands: a scheduler-activations package (`spindle-activations`) is a
+/// host. It runs [`Runtime::pick`] and [`Runtime::run_thread`] on its own
+/// activations, and takes over the two things that differ.
+pub trait Host: Send + Sync {
+    /// `thread`'s blocking kernel call (it calls
+    /// [`Thread::leave_carrier`] around the kernel's call).
+    fn block_in_kernel(&self, thread: &Thread<'_>, nanoseconds: u64);
+    /// Threads may have become ready: an idle processor should look.
+    fn threads_ready(&self);
+}
+
 /// Threads of one package instance on `carriers` strands.
 pub struct Runtime {
     package: Package,
+    /// The CPU of carrier 0 (carrier `i` runs on `first_cpu + i`, modulo
+    /// the CPUs).
+    first_cpu: u16,
+    /// Set when something other than the carriers runs the threads.
+    host: Once<Arc<dyn Host>>,
     strands: &'static dyn Strands,
     contexts: &'static dyn Contexts,
     slots: Mutex<Vec<Arc<Slot>>>,
@@ -107,8 +124,22 @@ impl Runtime {
         contexts: &'static dyn Contexts,
         carriers: NonZeroU16,
     ) -> Arc<Runtime> {
+        Self::new_from_cpu(strands, contexts, carriers, 0)
+    }
+
+    /// A runtime whose carrier `i` runs on CPU `(first_cpu + i) %
+    /// cpu_count` (so that a comparison can leave CPU 0 to the driver, as
+    /// processor allocation does).
+    pub fn new_from_cpu(
+        strands: &'static dyn Strands,
+        contexts: &'static dyn Contexts,
+        carriers: NonZeroU16,
+        first_cpu: u16,
+    ) -> Arc<Runtime> {
         Arc::new(Runtime {
             package: Package::new(carriers),
+            first_cpu,
+            host: Once::new(),
             strands,
             contexts,
             slots: Mutex::new(Vec::new()),
@@ -160,7 +191,7 @@ impl Runtime {
                 runtime.carrier_loop(CarrierId(carrier));
                 exited.fetch_add(1, Ordering::Release);
             });
-            let cpu = CpuSet::single(CpuId(carrier % cpus));
+            let cpu = CpuSet::single(CpuId((self.first_cpu + carrier) % cpus));
             let strand = self
                 .strands
                 .spawn_held(body, cpu, SchedParams::default())
@@ -178,6 +209,47 @@ impl Runtime {
                 "threads did not finish in time: {:?}",
                 self.counts()
             )))
+        }
+    }
+
+    /// Makes `host` run this runtime's threads instead of carrier strands
+    /// (set once, before [`start_main`](Runtime::start_main)).
+    pub fn set_host(&self, host: Arc<dyn Host>) {
+        self.host.call_once(|| host);
+    }
+
+    /// For a host: creates the first thread, running `main`.
+    pub fn start_main(
+        self: &Arc<Self>,
+        main: impl FnOnce(&Thread<'_>) + Send + 'static,
+    ) -> Result<ThreadId, RuntimeError> {
+        self.spawn(Box::new(main), None)
+    }
+
+    /// Threads spawned and not yet finished.
+    pub fn live(&self) -> u64 {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Ready threads waiting on all carriers' queues.
+    pub fn waiting(&self) -> usize {
+        (0..self.package.carrier_count())
+            .filter_map(|carrier| self.package.ready_len(CarrierId(carrier)).ok())
+            .sum()
+    }
+
+    /// For a host: a thread that left its carrier (see
+    /// [`Thread::leave_carrier`]) becomes ready again.
+    pub fn make_ready(&self, thread: ThreadId) -> Result<(), Error> {
+        self.package.make_ready(thread)?;
+        self.threads_ready();
+        Ok(())
+    }
+
+    /// Tells the host (if any) that threads may have become ready.
+    fn threads_ready(&self) {
+        if let Some(host) = self.host.get() {
+            host.threads_ready();
         }
     }
 
@@ -227,6 +299,7 @@ impl Runtime {
         };
         *slot.context.lock() = Some(context);
         self.spawned.fetch_add(1, Ordering::Relaxed);
+        self.threads_ready();
         Ok(id)
     }
 
@@ -247,7 +320,9 @@ impl Runtime {
     fn carrier_loop(self: &Arc<Self>, carrier: CarrierId) {
         loop {
             match self.package.next_for(carrier) {
-                Ok(Some(thread)) => self.run_thread(carrier, thread),
+                Ok(Some(thread)) => {
+                    self.run_thread(carrier, thread);
+                }
                 Ok(None) => {
                     if self.live.load(Ordering::Acquire) == 0 {
                         return;
@@ -263,9 +338,15 @@ impl Runtime {
         }
     }
 
-    /// Runs `thread` on `carrier` until it suspends, finishes or is
-    /// preempted.
-    fn run_thread(self: &Arc<Self>, carrier: CarrierId, thread: ThreadId) {
+    /// The thread `carrier` runs next (its own queue first, else one stolen
+    /// from the longest other queue), if any.
+    pub fn pick(&self, carrier: CarrierId) -> Result<Option<ThreadId>, Error> {
+        self.package.next_for(carrier)
+    }
+
+    /// Runs `thread` (just picked for `carrier`) until it suspends,
+    /// finishes or is preempted; returns how it came back.
+    pub fn run_thread(self: &Arc<Self>, carrier: CarrierId, thread: ThreadId) -> Outcome {
         let slot = self.slot(thread);
         let mut context = loop {
             if let Some(context) = slot.context.lock().take() {
@@ -292,16 +373,20 @@ impl Runtime {
             self.preemptions.fetch_add(1, Ordering::Relaxed);
         }
         if outcome == Outcome::Finished {
-            let _joiners = self.package.exit(thread);
+            let joiners = self.package.exit(thread);
             let _ = self.package.reap(thread);
             self.spare.lock().push(context);
             self.finished.fetch_add(1, Ordering::Relaxed);
             self.live.fetch_sub(1, Ordering::AcqRel);
-            return;
+            if joiners.is_ok_and(|joiners| !joiners.is_empty()) {
+                self.threads_ready();
+            }
+            return outcome;
         }
         // The thread already told the package why it stopped (yield, or a
         // wait that must block): only the context goes back.
         *slot.context.lock() = Some(context);
+        outcome
     }
 }
 
@@ -373,8 +458,11 @@ impl Thread<'_> {
 
     /// Releases `mutex` (the next waiter becomes its owner and ready).
     pub fn unlock(&self, mutex: MutexId) -> Result<(), Error> {
-        self.in_package(|| self.runtime.package.unlock(mutex, self.id))
-            .map(drop)
+        self.in_package(|| {
+            let woken = self.runtime.package.unlock(mutex, self.id)?;
+            self.woke(woken.is_some());
+            Ok(())
+        })
     }
 
     /// A new condition variable.
@@ -386,7 +474,8 @@ impl Thread<'_> {
     /// returns holding `mutex` again.
     pub fn wait(&self, condvar: CondvarId, mutex: MutexId) -> Result<(), Error> {
         self.in_package(|| {
-            self.runtime.package.wait(condvar, mutex, self.id)?;
+            let next_owner = self.runtime.package.wait(condvar, mutex, self.id)?;
+            self.woke(next_owner.is_some());
             // Woken as the mutex's owner (signal hands it over FIFO).
             self.switch_out();
             Ok(())
@@ -395,14 +484,20 @@ impl Thread<'_> {
 
     /// Wakes `condvar`'s first waiter (it re-acquires its mutex).
     pub fn signal(&self, condvar: CondvarId) -> Result<(), Error> {
-        self.in_package(|| self.runtime.package.signal(condvar))
-            .map(drop)
+        self.in_package(|| {
+            let woken = self.runtime.package.signal(condvar)?;
+            self.woke(woken.is_some());
+            Ok(())
+        })
     }
 
     /// Wakes every waiter of `condvar`.
     pub fn broadcast(&self, condvar: CondvarId) -> Result<(), Error> {
-        self.in_package(|| self.runtime.package.broadcast(condvar))
-            .map(drop)
+        self.in_package(|| {
+            let woken = self.runtime.package.broadcast(condvar)?;
+            self.woke(!woken.is_empty());
+            Ok(())
+        })
     }
 
     /// A new counting semaphore.
@@ -422,15 +517,45 @@ impl Thread<'_> {
 
     /// Returns a unit to `semaphore` (handed to the first waiter, if any).
     pub fn up(&self, semaphore: SemaphoreId) -> Result<(), Error> {
-        self.in_package(|| self.runtime.package.up(semaphore))
-            .map(drop)
+        self.in_package(|| {
+            let woken = self.runtime.package.up(semaphore)?;
+            self.woke(woken.is_some());
+            Ok(())
+        })
     }
 
     /// A blocking kernel call (a simulated I/O that waits `nanoseconds` on
-    /// the kernel's timer): under this package it blocks the thread's whole
-    /// carrier strand, and no other thread runs on it meanwhile.
+    /// the kernel's timer). On carrier strands it blocks the thread's whole
+    /// carrier, and no other thread runs on it meanwhile; under a host
+    /// (scheduler activations) the host decides.
     pub fn block_in_kernel(&self, nanoseconds: u64) {
-        self.runtime.strands.sleep(nanoseconds);
+        match self.runtime.host.get() {
+            // The host's own bookkeeping takes its locks: a critical section.
+            Some(host) => self.in_package(|| host.block_in_kernel(self, nanoseconds)),
+            None => self.runtime.strands.sleep(nanoseconds),
+        }
+    }
+
+    /// For a host's blocking call: the thread leaves its carrier (the
+    /// carrier may run other threads), `call` runs (the kernel call, still
+    /// on this thread's stack), and then the thread switches out; it
+    /// continues once the host calls [`Runtime::make_ready`] and a carrier
+    /// picks it. All of it is one critical section of the package.
+    pub fn leave_carrier(&self, call: impl FnOnce()) -> Result<(), Error> {
+        self.in_package(|| {
+            self.runtime.package.park(self.id)?;
+            call();
+            self.switch_out();
+            Ok(())
+        })
+    }
+
+    /// Tells the host that this operation made a thread ready (inside the
+    /// critical section: the host takes its own locks).
+    fn woke(&self, any: bool) {
+        if any {
+            self.runtime.threads_ready();
+        }
     }
 
     /// Runs `call` as the package's critical section: a preemption inside it
@@ -439,9 +564,11 @@ impl Thread<'_> {
     /// decision (the thread is ready, or waits) and the switch, the thread's
     /// state must not be handed to the package twice.
     fn in_package<R>(&self, call: impl FnOnce() -> R) -> R {
-        self.slot.in_package.store(true, Ordering::Release);
+        // Sections nest (a host's call inside an operation): the outermost
+        // one ends it.
+        let outer = self.slot.in_package.swap(true, Ordering::AcqRel);
         let result = call();
-        self.slot.in_package.store(false, Ordering::Release);
+        self.slot.in_package.store(outer, Ordering::Release);
         result
     }
 

@@ -1,4 +1,4 @@
-//! The interfaces the kernel domain exports to extensions: the console, the clock, the `print` event, the strand operations for workloads (`strands`) and execution contexts for thread packages (`contexts`).
+//! The interfaces the kernel domain exports to extensions: the console, the clock, the `print` event, the strand operations for workloads (`strands`) and execution contexts for thread packages (`contexts`), and processor allocation for scheduler activations (`processors`).
 //!
 //! An extension names these types in its module's imports
 //! (`Import::of::<Console>(CONSOLE)`); resolving its domain against the
@@ -11,6 +11,7 @@
 extern crate alloc;
 
 pub mod contexts;
+pub mod processors;
 pub mod strands;
 
 /// The name under which the kernel exports its [`Console`].
