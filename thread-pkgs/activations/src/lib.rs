@@ -18,7 +18,9 @@
 
 extern crate alloc;
 
+pub mod ledger;
 mod package;
+pub mod runtime;
 
 pub use package::Package;
 pub use spindle_uthreads::ThreadId;
