@@ -44,6 +44,7 @@ pub const SELFTEST_NAMES: &[&str] = &[
     "strand-ops",
     "processors",
     "uthreads",
+    "activations",
 ];
 /// Policy names `sched=` accepts (the sched-ext catalogue; checked against
 /// it at boot).
@@ -137,6 +138,9 @@ pub enum Selftest {
     /// `uthreads`: thousands of user-level threads spawned, joined and
     /// counting under a mutex on every CPU.
     Uthreads,
+    /// `activations`: the same under scheduler activations, with the kernel
+    /// taking processors back meanwhile.
+    Activations,
 }
 
 /// The compiled-in extensions `extensions=` installs at boot.
@@ -420,6 +424,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
                     "strand-ops" => Selftest::StrandOperations,
                     "processors" => Selftest::Processors,
                     "uthreads" => Selftest::Uthreads,
+                    "activations" => Selftest::Activations,
                     _ => {
                         return Err(ArgsError::UnknownName {
                             key,

@@ -340,6 +340,14 @@ fn run_and_report(
         problems += found.len();
         kprintln!("kernel: uthreads self-test done at +{} ms", elapsed_ms());
     }
+    if let Some(Selftest::Activations) = args.selftest {
+        let found = crate::workloads::activations_stress(args.thread_count);
+        for problem in &found {
+            report_problem(format_args!("activations: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: activations self-test done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::Strands) = args.selftest {
         let found = selftest::strands(args.strand_count, args.strand_ms);
         for problem in &found {

@@ -1,13 +1,18 @@
-//! The kernel's side of the workloads in `bench-apps/`: the `Strands` and `Contexts` interfaces they are written against, and the runs behind `--bench mixed,forkjoin,pingpong` and `selftest=uthreads`, with their scalars.
+//! The kernel's side of the workloads in `bench-apps/`: the `Strands`, `Contexts` and `Processors` interfaces they are written against, and the runs behind `--bench mixed,forkjoin,pingpong,blocking` and `selftest=uthreads,activations`, with their scalars.
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::string::String;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use spindle_sched_ext::{CpuId, CpuSet, SchedParams, StrandId};
+use spindle_bench_threads::{Kernel, Kind};
+use spindle_sched_ext::{
+    CpuId, CpuSet, DomainId, Nanoseconds, ProcessorClient, SchedParams, StrandId,
+};
 use spindle_services::contexts::{Body, Contexts, ExecutionContext, Outcome, Suspend};
+use spindle_services::processors::Processors;
 use spindle_services::strands::{Recorder, Strands};
 
 use crate::arch::thread_context::{Resumed, Suspender, ThreadContext};
@@ -31,6 +36,74 @@ pub static STRANDS: KernelStrands = KernelStrands;
 /// Histograms registered by name (a workload may ask twice).
 static HISTOGRAMS: crate::sync::IrqMutex<Vec<(&'static str, &'static PerCpuHistogram)>> =
     crate::sync::irq_mutex(Vec::new());
+
+/// The kernel's processor allocation, as thread packages see it.
+pub struct KernelProcessors;
+
+/// The one instance packages get.
+pub static PROCESSORS: KernelProcessors = KernelProcessors;
+
+/// What the benchmarks and self-tests are handed.
+const KERNEL: Kernel = Kernel {
+    strands: &STRANDS,
+    contexts: &CONTEXTS,
+    processors: &PROCESSORS,
+};
+
+impl Processors for KernelProcessors {
+    fn register(
+        &self,
+        name: &'static str,
+        client: Arc<dyn ProcessorClient>,
+    ) -> Result<DomainId, String> {
+        let rr = spindle_sched_ext::find("rr").ok_or("rr is not in the catalogue")?;
+        strand::domains::register(name, rr, client).map_err(|error| error.to_string())
+    }
+
+    fn spawn_held_in(
+        &self,
+        domain: DomainId,
+        body: Box<dyn FnOnce() + Send>,
+        affinity: CpuSet,
+    ) -> Result<StrandId, String> {
+        strand::spawn_in(domain, body, affinity, SchedParams::default())
+            .map_err(|error| error.to_string())
+    }
+
+    fn request_processors(&self, domain: DomainId, count: usize) -> usize {
+        strand::domains::request_processors(domain, count)
+    }
+
+    fn grant(&self, domain: DomainId, cpu: CpuId) -> Result<(), String> {
+        strand::domains::grant(domain, cpu).map_err(|error| error.to_string())
+    }
+
+    fn release(&self, domain: DomainId, cpu: CpuId) -> Result<(), String> {
+        strand::domains::release_then(domain, cpu, false).map_err(|error| error.to_string())
+    }
+
+    fn revoke(&self, domain: DomainId, cpu: CpuId, notice: Nanoseconds) -> Result<(), String> {
+        strand::domains::revoke(domain, cpu, notice)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    fn allocated(&self, domain: DomainId) -> CpuSet {
+        strand::domains::allocated(domain)
+    }
+
+    fn set_affinity(&self, strand: StrandId, affinity: CpuSet) -> Result<(), String> {
+        strand::set_affinity(strand, affinity).map_err(|error| format!("{error:?}"))
+    }
+
+    fn is_idle(&self, domain: DomainId) -> bool {
+        strand::domains::is_idle(domain)
+    }
+
+    fn interrupt(&self, cpu: CpuId) {
+        strand::interrupt(cpu);
+    }
+}
 
 impl Strands for KernelStrands {
     fn cpu_count(&self) -> u16 {
@@ -191,8 +264,18 @@ impl Contexts for KernelContexts {
     }
 }
 
-/// `--bench forkjoin` and `--bench pingpong`: each on kernel strands and on
-/// `uthreads`, `rounds` samples each; returns the problems found.
+/// Whether scheduler activations can run here (a CPU besides CPU 0); says
+/// so on the console when they cannot.
+fn activations_possible(what: &str) -> bool {
+    if STRANDS.cpu_count() >= 2 {
+        return true;
+    }
+    crate::kprintln!("{what}: scheduler activations skipped (they need -smp 2 or more)");
+    false
+}
+
+/// `--bench forkjoin,pingpong`: `rounds` samples of each on strands,
+/// `uthreads` and (with a CPU besides CPU 0) scheduler activations.
 pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
     let mut problems = Vec::new();
     let mut check = |name: &str, outcome: Result<(), String>| {
@@ -200,6 +283,7 @@ pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
             problems.push(format!("{name}: {error}"));
         }
     };
+    let activations = (forkjoin || pingpong) && activations_possible("forkjoin, pingpong");
     if forkjoin {
         check(
             "forkjoin.strand",
@@ -207,8 +291,14 @@ pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
         );
         check(
             "forkjoin.uthreads",
-            spindle_bench_threads::forkjoin_uthreads(&STRANDS, &CONTEXTS, rounds),
+            spindle_bench_threads::forkjoin_threads(KERNEL, Kind::Uthreads, rounds),
         );
+        if activations {
+            check(
+                "forkjoin.activations",
+                spindle_bench_threads::forkjoin_threads(KERNEL, Kind::Activations, rounds),
+            );
+        }
     }
     if pingpong {
         check(
@@ -217,40 +307,206 @@ pub fn threads(forkjoin: bool, pingpong: bool, rounds: u64) -> Vec<String> {
         );
         check(
             "pingpong.uthreads",
-            spindle_bench_threads::pingpong_uthreads(&STRANDS, &CONTEXTS, rounds),
+            spindle_bench_threads::pingpong_threads(KERNEL, Kind::Uthreads, rounds),
         );
+        if activations {
+            check(
+                "pingpong.activations",
+                spindle_bench_threads::pingpong_threads(KERNEL, Kind::Activations, rounds),
+            );
+        }
     }
     problems
 }
 
-/// `--bench blocking`: eight threads per CPU computing and making blocking
-/// kernel calls, under `uthreads`; reports `blocking.utilisation.uthreads`
-/// (percent) and `blocking.calls.uthreads`.
+/// The activations' counts as scalars: `activations.upcalls.<kind>`,
+/// `activations.downcalls.<kind>`, the invariant checks and violations.
+fn write_activations_report(report: &spindle_activations::runtime::Report) {
+    let counts = report.ledger;
+    console::with_console(|console| {
+        for (name, value) in [
+            (
+                "activations.upcalls.processor_added",
+                counts.processors_added,
+            ),
+            (
+                "activations.upcalls.processor_preempted",
+                counts.processors_preempted,
+            ),
+            (
+                "activations.upcalls.activation_blocked",
+                counts.activations_blocked,
+            ),
+            (
+                "activations.upcalls.activation_unblocked",
+                counts.activations_unblocked,
+            ),
+            (
+                "activations.downcalls.add_more_processors",
+                counts.add_more_processors,
+            ),
+            (
+                "activations.downcalls.processor_is_idle",
+                counts.processor_is_idle,
+            ),
+            ("activations.invariant_checks", counts.invariant_checks),
+            ("activations.violations.over_granted", counts.over_granted),
+            (
+                "activations.violations.idle_with_ready",
+                counts.idle_with_ready,
+            ),
+            ("activations.violations.occupied", counts.occupied),
+            (
+                "activations.violations.double_running",
+                report.double_running,
+            ),
+            ("activations.events_dropped", report.events_dropped),
+            ("activations.blocking_calls", report.blocking_calls),
+            ("activations.created", report.activations_created),
+            ("activations.revocations", report.revocations_requested),
+            (
+                "alloc.given_up",
+                strand::domains::COUNTERS.given_up.load(Ordering::Relaxed),
+            ),
+            (
+                "alloc.forced",
+                strand::domains::COUNTERS.forced.load(Ordering::Relaxed),
+            ),
+            (
+                "alloc.released",
+                strand::domains::COUNTERS.released.load(Ordering::Relaxed),
+            ),
+        ] {
+            console::write_scalar_u64(console, name, value);
+        }
+    });
+}
+
+/// `--bench blocking`: eight threads per CPU (CPU 0 aside) computing and
+/// making blocking kernel calls, under `uthreads` and then under scheduler
+/// activations in the same run, on the same CPUs; reports
+/// `blocking.utilisation.<package>` (percent), `blocking.calls.<package>`
+/// and the activations' upcall counts.
 pub fn blocking() -> Vec<String> {
     const THREADS_PER_CPU: u64 = 8;
-    const STEPS: u64 = 40;
-    let threads = THREADS_PER_CPU * u64::from(STRANDS.cpu_count());
-    match spindle_bench_threads::blocking_uthreads(&STRANDS, &CONTEXTS, threads, STEPS) {
-        Ok(report) => {
-            console::with_console(|console| {
-                console::write_record(console, "scalar", |record| {
-                    record.str("name", "blocking.utilisation.uthreads")?.fixed(
-                        "value",
-                        report.utilisation_permille,
-                        1,
-                    )?;
-                    Ok(())
+    const STEPS: u64 = 100;
+    let cpus = STRANDS.cpu_count();
+    let threads = THREADS_PER_CPU * u64::from(cpus.saturating_sub(1).max(1));
+    let mut problems = Vec::new();
+    let mut kinds = alloc::vec![Kind::Uthreads];
+    if activations_possible("blocking") {
+        kinds.push(Kind::Activations);
+    }
+    for kind in kinds {
+        match spindle_bench_threads::blocking(KERNEL, kind, threads, STEPS) {
+            Ok(report) => {
+                let utilisation: &'static str = match kind {
+                    Kind::Uthreads => "blocking.utilisation.uthreads",
+                    Kind::Activations => "blocking.utilisation.activations",
+                };
+                let calls: &'static str = match kind {
+                    Kind::Uthreads => "blocking.calls.uthreads",
+                    Kind::Activations => "blocking.calls.activations",
+                };
+                console::with_console(|console| {
+                    console::write_record(console, "scalar", |record| {
+                        record.str("name", utilisation)?.fixed(
+                            "value",
+                            report.utilisation_permille,
+                            1,
+                        )?;
+                        Ok(())
+                    });
+                    console::write_scalar_u64(console, calls, report.blocking_calls);
+                    console::write_scalar_u64(console, "blocking.threads", report.threads);
                 });
-                console::write_scalar_u64(
-                    console,
-                    "blocking.calls.uthreads",
-                    report.blocking_calls,
-                );
-                console::write_scalar_u64(console, "blocking.threads", report.threads);
-            });
-            Vec::new()
+                if let Some(activations) = &report.activations {
+                    write_activations_report(activations);
+                    check_invariants(activations, &mut problems);
+                }
+            }
+            Err(error) => problems.push(format!("blocking.{}: {error}", kind.name())),
         }
-        Err(error) => alloc::vec![error],
+    }
+    problems
+}
+
+/// `selftest=activations`: `threads` threads spawned and joined under
+/// scheduler activations, counting under a mutex while the kernel takes a
+/// processor back every 20 ms; then the condition-variable hand-over.
+/// Reports `activations.*` scalars; any broken invariant is a problem.
+pub fn activations_stress(threads: u64) -> Vec<String> {
+    const INCREMENTS: u64 = 10;
+    let mut problems = Vec::new();
+    if !activations_possible("selftest=activations") {
+        return alloc::vec![String::from(
+            "selftest=activations needs -smp 2 or more (CPU 0 is never granted)"
+        )];
+    }
+    match spindle_bench_threads::stress(KERNEL, Kind::Activations, threads, INCREMENTS) {
+        Ok(report) => {
+            check_stress(&report, &mut problems);
+            console::with_console(|console| {
+                for (name, value) in [
+                    ("activations.threads", report.threads),
+                    ("activations.finished", report.finished),
+                    ("activations.counter", report.counter),
+                    ("activations.increments", report.increments),
+                    ("activations.handed_back", report.handed_back),
+                    ("activations.recovered", report.recovered),
+                ] {
+                    console::write_scalar_u64(console, name, value);
+                }
+            });
+            if let Some(activations) = &report.activations {
+                write_activations_report(activations);
+                check_invariants(activations, &mut problems);
+            }
+        }
+        Err(error) => problems.push(error),
+    }
+    match spindle_bench_threads::condvar_rounds(KERNEL, Kind::Activations) {
+        Ok(received) => {
+            if received != spindle_bench_threads::CONDVAR_ROUNDS {
+                problems.push(format!(
+                    "{received} of {} condition-variable hand-overs arrived in order",
+                    spindle_bench_threads::CONDVAR_ROUNDS
+                ));
+            }
+            console::with_console(|console| {
+                console::write_scalar_u64(console, "activations.condvar_rounds", received);
+            });
+        }
+        Err(error) => problems.push(error),
+    }
+    let (created, exited) = STRANDS.strand_counts();
+    crate::selftest::report_scheduler_scalars(created, exited);
+    problems
+}
+
+/// The activations' invariants held throughout (counted, not assumed).
+fn check_invariants(report: &spindle_activations::runtime::Report, problems: &mut Vec<String>) {
+    if report.violations() > 0 {
+        problems.push(format!(
+            "scheduler-activation invariants broken: {report:?}"
+        ));
+    }
+}
+
+/// The stress test's two rules: the count is exact, every thread finished.
+fn check_stress(report: &spindle_bench_threads::StressReport, problems: &mut Vec<String>) {
+    if report.counter != report.threads * report.increments {
+        problems.push(format!(
+            "the shared counter is {} instead of {}",
+            report.counter,
+            report.threads * report.increments
+        ));
+    }
+    if report.finished != report.threads {
+        problems.push(format!(
+            "{} of {} threads finished",
+            report.finished, report.threads
+        ));
     }
 }
 
@@ -259,21 +515,9 @@ pub fn blocking() -> Vec<String> {
 pub fn uthreads_stress(threads: u64) -> Vec<String> {
     const INCREMENTS: u64 = 10;
     let mut problems = Vec::new();
-    match spindle_bench_threads::stress(&STRANDS, &CONTEXTS, threads, INCREMENTS) {
+    match spindle_bench_threads::stress(KERNEL, Kind::Uthreads, threads, INCREMENTS) {
         Ok(report) => {
-            if report.counter != report.threads * report.increments {
-                problems.push(format!(
-                    "the shared counter is {} instead of {}",
-                    report.counter,
-                    report.threads * report.increments
-                ));
-            }
-            if report.finished != report.threads {
-                problems.push(format!(
-                    "{} of {} threads finished",
-                    report.finished, report.threads
-                ));
-            }
+            check_stress(&report, &mut problems);
             console::with_console(|console| {
                 for (name, value) in [
                     ("uthreads.threads", report.threads),
@@ -291,7 +535,7 @@ pub fn uthreads_stress(threads: u64) -> Vec<String> {
         }
         Err(error) => problems.push(error),
     }
-    match spindle_bench_threads::preemption(&STRANDS, &CONTEXTS) {
+    match spindle_bench_threads::preemption(KERNEL) {
         Ok(report) => {
             if !report.flag_seen {
                 problems.push(String::from(
@@ -318,7 +562,7 @@ pub fn uthreads_stress(threads: u64) -> Vec<String> {
         }
         Err(error) => problems.push(error),
     }
-    match spindle_bench_threads::condvar_rounds(&STRANDS, &CONTEXTS) {
+    match spindle_bench_threads::condvar_rounds(KERNEL, Kind::Uthreads) {
         Ok(received) => {
             if received != spindle_bench_threads::CONDVAR_ROUNDS {
                 problems.push(format!(

@@ -31,10 +31,93 @@ use alloc::vec::Vec;
 use core::num::NonZeroU16;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use spindle_activations::runtime::{Activations, Config, Report};
 use spindle_sched_ext::{CpuId, CpuSet, SchedParams};
 use spindle_services::contexts::Contexts;
+use spindle_services::processors::Processors;
 use spindle_services::strands::{pack, unpack, Strands};
-use spindle_uthreads::runtime::Runtime;
+use spindle_uthreads::runtime::{Runtime, Thread};
+
+/// The kernel interfaces the benchmarks use.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    /// Strand operations, the clock, histograms.
+    pub strands: &'static dyn Strands,
+    /// Execution contexts for threads.
+    pub contexts: &'static dyn Contexts,
+    /// Processor allocation (for scheduler activations).
+    pub processors: &'static dyn Processors,
+}
+
+/// Which thread package runs a benchmark's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `uthreads`: carrier strands, pinned.
+    Uthreads,
+    /// Scheduler activations: processors granted to the package's domain.
+    Activations,
+}
+
+impl Kind {
+    /// The name in histograms and scalars.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Uthreads => "uthreads",
+            Kind::Activations => "activations",
+        }
+    }
+}
+
+/// Where a package's threads run: `width` carriers from CPU `first_cpu`
+/// (uthreads), or up to `width` processors from CPU 1 (activations, whose
+/// processors never include CPU 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    /// Carriers or processors.
+    pub width: u16,
+    /// The first carrier's CPU (uthreads only).
+    pub first_cpu: u16,
+    /// Revoke a processor this often (activations only).
+    pub revoke_every_ns: Option<u64>,
+}
+
+impl Placement {
+    /// One carrier on CPU 0, or one processor (CPU 1).
+    pub const fn single() -> Placement {
+        Placement {
+            width: 1,
+            first_cpu: 0,
+            revoke_every_ns: None,
+        }
+    }
+
+    /// Every CPU but CPU 0 (CPU 0 alone at `-smp 1`): the same CPUs for
+    /// both packages, as processor allocation leaves CPU 0 to the kernel.
+    pub fn all_but_cpu0(cpus: u16) -> Placement {
+        Placement {
+            width: cpus.saturating_sub(1).max(1),
+            first_cpu: u16::from(cpus > 1),
+            revoke_every_ns: None,
+        }
+    }
+
+    /// The CPUs the threads run on.
+    pub fn cpus(&self, kind: Kind, cpus: u16) -> impl Iterator<Item = u16> {
+        let first = match kind {
+            Kind::Uthreads => self.first_cpu,
+            Kind::Activations => 1,
+        };
+        (first..first + self.width).map(move |cpu| cpu % cpus.max(1))
+    }
+}
+
+/// What a package run left behind.
+pub struct Ran {
+    /// The `uthreads` core (counts, package).
+    pub runtime: Arc<Runtime>,
+    /// The activations' report (activations only).
+    pub activations: Option<Report>,
+}
 
 /// How long one benchmark may take before it counts as hung.
 const TIMEOUT_NS: u64 = 120_000_000_000;
@@ -70,25 +153,76 @@ fn in_a_strand(
 }
 
 /// Runs `main` as the first thread of a `uthreads` runtime with `carriers`
-/// carriers; a failure `main` reports comes back as the error.
+/// carriers from CPU 0; a failure `main` reports comes back as the error.
 fn in_threads(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
+    kernel: Kernel,
     carriers: NonZeroU16,
-    main: impl FnOnce(&spindle_uthreads::runtime::Thread<'_>) -> Result<(), String> + Send + 'static,
+    main: impl FnOnce(&Thread<'_>) -> Result<(), String> + Send + 'static,
 ) -> Result<Arc<Runtime>, String> {
-    let runtime = Runtime::new(strands, contexts, carriers);
+    let placement = Placement {
+        width: carriers.get(),
+        first_cpu: 0,
+        revoke_every_ns: None,
+    };
+    in_package(kernel, Kind::Uthreads, placement, main).map(|ran| ran.runtime)
+}
+
+/// Runs `main` as the first thread of a package of `kind` placed as
+/// `placement`; a failure `main` reports comes back as the error. The
+/// activations' invariant violations come back in the report (see
+/// [`checked`]).
+pub fn in_package(
+    kernel: Kernel,
+    kind: Kind,
+    placement: Placement,
+    main: impl FnOnce(&Thread<'_>) -> Result<(), String> + Send + 'static,
+) -> Result<Ran, String> {
     let outcome = Arc::new(spin::Mutex::new(None));
     let result = Arc::clone(&outcome);
-    runtime
-        .run(
-            move |thread| *result.lock() = Some(main(thread)),
-            TIMEOUT_NS,
-        )
-        .map_err(|error| format!("{error:?}"))?;
+    let main = move |thread: &Thread<'_>| *result.lock() = Some(main(thread));
+    let width = NonZeroU16::new(placement.width).unwrap_or(NonZeroU16::MIN);
+    let ran = match kind {
+        Kind::Uthreads => {
+            let runtime =
+                Runtime::new_from_cpu(kernel.strands, kernel.contexts, width, placement.first_cpu);
+            runtime
+                .run(main, TIMEOUT_NS)
+                .map_err(|error| format!("{error:?}"))?;
+            Ran {
+                runtime,
+                activations: None,
+            }
+        }
+        Kind::Activations => {
+            let config = Config {
+                revoke_every_ns: placement.revoke_every_ns,
+                ..Config::new(width.get())
+            };
+            let package =
+                Activations::new(kernel.strands, kernel.contexts, kernel.processors, config)
+                    .map_err(|error| format!("{error:?}"))?;
+            let finished = package.run(main, TIMEOUT_NS);
+            let report = package.report();
+            finished.map_err(|error| format!("{error:?}"))?;
+            Ran {
+                runtime: Arc::clone(package.runtime()),
+                activations: Some(report),
+            }
+        }
+    };
     let outcome = outcome.lock().take();
     outcome.unwrap_or_else(|| Err(String::from("the main thread left no result")))?;
-    Ok(runtime)
+    Ok(ran)
+}
+
+/// The run, or an error if the activations broke an invariant.
+pub fn checked(ran: Ran) -> Result<Ran, String> {
+    match &ran.activations {
+        Some(report) if report.violations() > 0 => Err(format!(
+            "scheduler-activation invariants broken: {report:?}"
+        )),
+        _ => Ok(ran),
+    }
 }
 
 /// `forkjoin.strand`: a strand on CPU 0 creates a strand that does nothing
@@ -107,15 +241,16 @@ pub fn forkjoin_strands(strands: &'static dyn Strands, rounds: u64) -> Result<()
     })
 }
 
-/// `forkjoin.uthreads`: a thread creates a thread that does nothing and
-/// joins it, `rounds` times, on one carrier on CPU 0.
-pub fn forkjoin_uthreads(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
-    rounds: u64,
-) -> Result<(), String> {
-    let histogram = strands.histogram("forkjoin.uthreads");
-    in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+/// `forkjoin.uthreads` and `forkjoin.activations`: a thread creates a
+/// thread that does nothing and joins it, `rounds` times, on one carrier on
+/// CPU 0 (uthreads) or one granted processor, CPU 1 (activations).
+pub fn forkjoin_threads(kernel: Kernel, kind: Kind, rounds: u64) -> Result<(), String> {
+    let strands = kernel.strands;
+    let histogram = strands.histogram(match kind {
+        Kind::Uthreads => "forkjoin.uthreads",
+        Kind::Activations => "forkjoin.activations",
+    });
+    in_package(kernel, kind, Placement::single(), move |thread| {
         for _ in 0..rounds {
             let started = strands.now();
             let child = thread
@@ -128,6 +263,7 @@ pub fn forkjoin_uthreads(
         }
         Ok(())
     })
+    .and_then(checked)
     .map(drop)
 }
 
@@ -165,15 +301,16 @@ pub fn pingpong_strands(strands: &'static dyn Strands, rounds: u64) -> Result<()
     })
 }
 
-/// `pingpong.uthreads`: two threads on one carrier on CPU 0 hand a token
+/// `pingpong.uthreads` and `pingpong.activations`: two threads on one
+/// carrier on CPU 0 (one processor, CPU 1, for activations) hand a token
 /// back and forth with two semaphores, `rounds` round trips.
-pub fn pingpong_uthreads(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
-    rounds: u64,
-) -> Result<(), String> {
-    let histogram = strands.histogram("pingpong.uthreads");
-    in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+pub fn pingpong_threads(kernel: Kernel, kind: Kind, rounds: u64) -> Result<(), String> {
+    let strands = kernel.strands;
+    let histogram = strands.histogram(match kind {
+        Kind::Uthreads => "pingpong.uthreads",
+        Kind::Activations => "pingpong.activations",
+    });
+    in_package(kernel, kind, Placement::single(), move |thread| {
         let fail = |error| format!("{error:?}");
         let ping = thread.new_semaphore(0).map_err(fail)?;
         let pong = thread.new_semaphore(0).map_err(fail)?;
@@ -194,6 +331,7 @@ pub fn pingpong_uthreads(
         }
         thread.join(partner).map_err(fail)
     })
+    .and_then(checked)
     .map(drop)
 }
 
@@ -217,18 +355,31 @@ pub struct StressReport {
     /// Threads preempted inside the package's critical section and
     /// continued at once.
     pub recovered: u64,
+    /// The activations' upcalls, downcalls and checks (activations only).
+    pub activations: Option<Report>,
 }
 
-/// `threads` threads on one carrier per CPU, spawned in batches and joined;
-/// each increments a shared counter `increments` times under one mutex,
-/// yielding inside the critical section (and preempted by the strands'
-/// timer whenever it lands), so only mutual exclusion keeps the count.
+/// How often the activations stress test has the kernel take a processor
+/// back, and the notice it gives.
+const STRESS_REVOKE_EVERY_NS: u64 = 20_000_000;
+
+/// `threads` threads spawned in batches and joined; each increments a
+/// shared counter `increments` times under one mutex, yielding inside the
+/// critical section, so only mutual exclusion keeps the count. Under
+/// `uthreads`, one carrier per CPU and a competing strand on every CPU make
+/// the kernel preempt the carriers; under activations, the package holds
+/// every CPU but CPU 0 and the kernel takes one back every 20 ms
+/// ("processor preempted", critical sections included).
 pub fn stress(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
+    kernel: Kernel,
+    kind: Kind,
     threads: u64,
     increments: u64,
 ) -> Result<StressReport, String> {
+    if kind == Kind::Activations {
+        return stress_activations(kernel, threads, increments);
+    }
+    let strands = kernel.strands;
     let cpus = strands.cpu_count();
     let carriers = NonZeroU16::new(cpus).unwrap_or(NonZeroU16::MIN);
     let counter = Arc::new(AtomicU64::new(0));
@@ -253,7 +404,7 @@ pub fn stress(
         competitors.push(competitor);
     }
     let main_stop = Arc::clone(&stop);
-    let runtime = in_threads(strands, contexts, carriers, move |thread| {
+    let runtime = in_threads(kernel, carriers, move |thread| {
         for competitor in competitors {
             strands.start(competitor);
         }
@@ -274,13 +425,43 @@ pub fn stress(
         steals: runtime.package().counters().steals,
         handed_back: counts.preemptions,
         recovered: counts.recoveries,
+        activations: None,
+    })
+}
+
+/// [`stress`] under scheduler activations.
+fn stress_activations(
+    kernel: Kernel,
+    threads: u64,
+    increments: u64,
+) -> Result<StressReport, String> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let total = Arc::clone(&counter);
+    let placement = Placement {
+        revoke_every_ns: Some(STRESS_REVOKE_EVERY_NS),
+        ..Placement::all_but_cpu0(kernel.strands.cpu_count())
+    };
+    let ran = in_package(kernel, Kind::Activations, placement, move |thread| {
+        stress_threads(thread, threads, increments, &total)
+    })?;
+    let counts = ran.runtime.counts();
+    Ok(StressReport {
+        threads,
+        counter: counter.load(Ordering::Relaxed),
+        increments,
+        finished: counts.finished.saturating_sub(1),
+        contexts_made: counts.contexts_made,
+        steals: ran.runtime.package().counters().steals,
+        handed_back: counts.preemptions,
+        recovered: counts.recoveries,
+        activations: ran.activations,
     })
 }
 
 /// The stress test's main thread: spawns and joins `threads` threads in
 /// batches, each incrementing `total` under one mutex.
 fn stress_threads(
-    thread: &spindle_uthreads::runtime::Thread<'_>,
+    thread: &Thread<'_>,
     threads: u64,
     increments: u64,
     total: &Arc<AtomicU64>,
@@ -326,13 +507,15 @@ fn stress_threads(
 /// What [`blocking`] measured.
 #[derive(Debug, Default)]
 pub struct BlockingReport {
-    /// Busy time of the carriers' CPUs over their wall time, in tenths of a
-    /// percent.
+    /// Busy time of the package's CPUs over the time they were the
+    /// package's, in tenths of a percent.
     pub utilisation_permille: u64,
     /// Blocking calls made.
     pub blocking_calls: u64,
     /// Threads run.
     pub threads: u64,
+    /// The activations' upcalls, downcalls and checks (activations only).
+    pub activations: Option<Report>,
 }
 
 /// Work between blocking calls, and how long a blocking call waits.
@@ -341,24 +524,30 @@ const BLOCKING_WAIT_NS: u64 = 1_000_000;
 /// One step in this many makes a blocking call.
 const BLOCKING_EVERY: u64 = 4;
 
-/// `blocking` under `uthreads`: `threads` threads on one carrier per CPU,
-/// each computing `steps` times and making a blocking kernel call every
-/// fourth step.
-pub fn blocking_uthreads(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
+/// `blocking` under `kind`: `threads` threads on every CPU but CPU 0 (one
+/// carrier per CPU, or one granted processor per CPU), each computing
+/// `steps` times and making a blocking kernel call every fourth step.
+/// Utilisation is the busy time of those CPUs over the time they were the
+/// package's: the whole run for carriers, from each processor's grant to
+/// its return for activations.
+pub fn blocking(
+    kernel: Kernel,
+    kind: Kind,
     threads: u64,
     steps: u64,
 ) -> Result<BlockingReport, String> {
+    let strands = kernel.strands;
     let cpus = strands.cpu_count();
-    let carriers = NonZeroU16::new(cpus).unwrap_or(NonZeroU16::MIN);
+    let placement = Placement::all_but_cpu0(cpus);
+    let measured: Vec<u16> = placement.cpus(kind, cpus).collect();
     let calls = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&calls);
-    let busy_before: Vec<u64> = (0..cpus)
-        .map(|cpu| strands.busy_nanoseconds(CpuId(cpu)))
+    let busy_before: Vec<u64> = measured
+        .iter()
+        .map(|&cpu| strands.busy_nanoseconds(CpuId(cpu)))
         .collect();
     let started = strands.now();
-    in_threads(strands, contexts, carriers, move |thread| {
+    let ran = in_package(kernel, kind, placement, move |thread| {
         let mut children = Vec::new();
         for _ in 0..threads {
             let calls = Arc::clone(&counted);
@@ -383,13 +572,20 @@ pub fn blocking_uthreads(
         Ok(())
     })?;
     let wall = strands.now().saturating_sub(started).max(1);
-    let busy: u64 = (0..cpus)
-        .map(|cpu| strands.busy_nanoseconds(CpuId(cpu)) - busy_before[usize::from(cpu)])
+    let busy: u64 = measured
+        .iter()
+        .zip(&busy_before)
+        .map(|(&cpu, before)| strands.busy_nanoseconds(CpuId(cpu)) - before)
         .sum();
+    let available = match &ran.activations {
+        Some(report) => report.granted_ns.max(1),
+        None => wall * measured.len() as u64,
+    };
     Ok(BlockingReport {
-        utilisation_permille: busy * 1000 / (wall * u64::from(cpus)),
+        utilisation_permille: (busy * 1000 / available).min(1000),
         blocking_calls: calls.load(Ordering::Relaxed),
         threads,
+        activations: ran.activations,
     })
 }
 
@@ -424,10 +620,8 @@ const SPIN_LIMIT_NS: u64 = 10_000_000_000;
 /// strand competes for CPU 0, so the kernel preempts the carrier. The flag
 /// is seen only if the preempted spinner is handed back to the package and
 /// the package's own scheduler resumes the other thread.
-pub fn preemption(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
-) -> Result<PreemptionReport, String> {
+pub fn preemption(kernel: Kernel) -> Result<PreemptionReport, String> {
+    let strands = kernel.strands;
     // The competitor stops when the threads are done (or after the spin
     // limit): until then CPU 0's own context, which waits for the threads,
     // does not run.
@@ -445,7 +639,7 @@ pub fn preemption(
     )?;
     let seen = Arc::new(AtomicBool::new(false));
     let spinner_saw = Arc::clone(&seen);
-    let outcome = in_threads(strands, contexts, NonZeroU16::MIN, move |thread| {
+    let outcome = in_threads(kernel, NonZeroU16::MIN, move |thread| {
         let flag = Arc::new(AtomicBool::new(false));
         let (watched, raised) = (Arc::clone(&flag), Arc::clone(&flag));
         let spinner = thread
@@ -484,18 +678,24 @@ pub fn preemption(
 /// Rounds of [`condvar_rounds`].
 pub const CONDVAR_ROUNDS: u64 = 200;
 
-/// A producer and a consumer on every carrier hand `CONDVAR_ROUNDS` values
-/// over one slot guarded by a mutex, with two condition variables (slot
-/// full, slot empty). Returns the values the consumer received in order
-/// (each round's value is its number, so a lost or doubled hand-over shows).
-pub fn condvar_rounds(
-    strands: &'static dyn Strands,
-    contexts: &'static dyn Contexts,
-) -> Result<u64, String> {
-    let carriers = NonZeroU16::new(strands.cpu_count()).unwrap_or(NonZeroU16::MIN);
+/// A producer and a consumer hand `CONDVAR_ROUNDS` values over one slot
+/// guarded by a mutex, with two condition variables (slot full, slot
+/// empty), on one carrier per CPU (uthreads) or every CPU but CPU 0
+/// (activations). Returns the values the consumer received in order (each
+/// round's value is its number, so a lost or doubled hand-over shows).
+pub fn condvar_rounds(kernel: Kernel, kind: Kind) -> Result<u64, String> {
+    let cpus = kernel.strands.cpu_count();
+    let placement = match kind {
+        Kind::Uthreads => Placement {
+            width: cpus,
+            first_cpu: 0,
+            revoke_every_ns: None,
+        },
+        Kind::Activations => Placement::all_but_cpu0(cpus),
+    };
     let received = Arc::new(AtomicU64::new(0));
     let total = Arc::clone(&received);
-    in_threads(strands, contexts, carriers, move |thread| {
+    in_package(kernel, kind, placement, move |thread| {
         let fail = |error| format!("{error:?}");
         let mutex = thread.new_mutex().map_err(fail)?;
         let full = thread.new_condvar().map_err(fail)?;
@@ -528,6 +728,7 @@ pub fn condvar_rounds(
             thread.unlock(mutex).map_err(fail)?;
         }
         thread.join(producer).map_err(fail)
-    })?;
+    })
+    .and_then(checked)?;
     Ok(received.load(Ordering::Relaxed))
 }
