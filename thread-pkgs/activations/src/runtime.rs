@@ -44,7 +44,7 @@ use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::num::NonZeroU16;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use spin::{Mutex, MutexGuard, Once};
@@ -139,6 +139,13 @@ pub struct Activations {
     candidates: Vec<CpuId>,
     domain: Once<DomainId>,
     ledger: Mutex<Ledger>,
+    /// Activations idle or about to be: a thread operation skips the wake
+    /// protocol (and its locks) when there are none. An activation counts
+    /// itself before it looks for waiting threads and uncounts itself once
+    /// awake, so a thread readied meanwhile is either seen by it or sees it.
+    idle: AtomicUsize,
+    /// Upcalls may be queued in the ledger (set whenever one is).
+    upcalls_pending: AtomicBool,
     events: ArrayQueue<Event>,
     events_dropped: AtomicU64,
     /// The package is done: activations give their processors back.
@@ -230,6 +237,8 @@ impl Activations {
             candidates: (1..last).map(CpuId).collect(),
             domain: Once::new(),
             ledger: Mutex::new(Ledger::new(cpus)),
+            idle: AtomicUsize::new(0),
+            upcalls_pending: AtomicBool::new(false),
             events: ArrayQueue::new(EVENT_QUEUE),
             events_dropped: AtomicU64::new(0),
             shutdown: AtomicBool::new(false),
@@ -482,6 +491,8 @@ impl Activations {
             }
         };
         self.enter(cpu);
+        // The upcall this activation was started for.
+        self.check_after_upcall();
         let carrier = CarrierId(cpu.0);
         let mut last_preempted = None;
         loop {
@@ -501,6 +512,7 @@ impl Activations {
                 }
                 if ledger.revoking(cpu) {
                     let _ = ledger.give_up(cpu, activation, last_preempted.take());
+                    self.upcalls_pending.store(true, Ordering::SeqCst);
                     drop(ledger);
                     self.hold(cpu, false);
                     self.leave(cpu);
@@ -515,6 +527,7 @@ impl Activations {
                     // Blocked in the kernel meanwhile: the call has returned
                     // and the thread's state is saved in its context.
                     if self.ledger().unblocked(activation).is_some() {
+                        self.upcalls_pending.store(true, Ordering::SeqCst);
                         self.deliver(Some(cpu));
                         return;
                     }
@@ -525,17 +538,21 @@ impl Activations {
                         self.shutdown.store(true, Ordering::Release);
                         continue;
                     }
+                    self.idle.fetch_add(1, Ordering::SeqCst);
                     let idle = self
                         .ledger()
                         .go_idle(cpu, activation, self.runtime.waiting());
                     if idle == Ok(true) {
                         self.leave(cpu);
                         self.strands.block();
+                        self.idle.fetch_sub(1, Ordering::SeqCst);
                         if !self.ledger().is_current(cpu, activation) {
                             // Its processor was taken meanwhile: an orphan.
                             return;
                         }
                         self.enter(cpu);
+                    } else {
+                        self.idle.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
                 Err(_) => {
@@ -606,13 +623,26 @@ impl Activations {
     /// thread ready; "processor preempted" needs nothing more (the thread
     /// was checkpointed when the processor stopped). Then the wake protocol.
     fn deliver_upcalls(&self) {
+        if !self.upcalls_pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let upcalls = self.ledger().take_upcalls();
         for upcall in upcalls {
             if let Upcall::Unblocked { thread, .. } = upcall {
                 let _ = self.runtime.make_ready(thread);
             }
         }
-        self.settle();
+        self.check_after_upcall();
+    }
+
+    /// The wake protocol and the invariant check, whether or not a
+    /// processor is idle: after every upcall.
+    fn check_after_upcall(&self) {
+        let waiting = self.runtime.waiting();
+        let woken = self.ledger().settle(waiting);
+        for strand in woken {
+            self.strands.unblock(strand);
+        }
     }
 
     /// Has the queued upcalls delivered: wakes an idle processor, or stops a
@@ -634,13 +664,15 @@ impl Activations {
         }
     }
 
-    /// The wake protocol and the invariant check (see [`Ledger::settle`]).
+    /// The wake protocol and the invariant check (see [`Ledger::settle`]),
+    /// when a processor is idle. (With none idle nothing can be left idle;
+    /// a processor going idle checks for waiting threads under the lock
+    /// after the thread that readied them published it, so none is missed.)
     fn settle(&self) {
-        let waiting = self.runtime.waiting();
-        let woken = self.ledger().settle(waiting);
-        for strand in woken {
-            self.strands.unblock(strand);
+        if self.idle.load(Ordering::SeqCst) == 0 {
+            return;
         }
+        self.check_after_upcall();
     }
 
     /// The ledger, with the kernel's queued events applied.
@@ -651,6 +683,7 @@ impl Activations {
                 Event::Added(cpu) => ledger.processor_added(cpu),
                 Event::RevokeRequested(cpu) => ledger.revoke_requested(cpu),
                 Event::Revoked(cpu) => {
+                    self.upcalls_pending.store(true, Ordering::SeqCst);
                     ledger.processor_revoked(cpu);
                     self.hold(cpu, false);
                 }
