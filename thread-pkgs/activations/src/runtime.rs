@@ -135,7 +135,8 @@ pub struct Activations {
     strands: &'static dyn Strands,
     processors: &'static dyn Processors,
     config: Config,
-    /// The CPUs the package may ask for.
+    /// The CPUs the kernel may grant (every CPU but CPU 0); the package
+    /// holds at most `config.processors` of them.
     candidates: Vec<CpuId>,
     domain: Once<DomainId>,
     ledger: Mutex<Ledger>,
@@ -228,13 +229,12 @@ impl Activations {
             )));
         }
         let carriers = NonZeroU16::new(cpus).unwrap_or(NonZeroU16::MIN);
-        let last = cpus.min(config.processors.saturating_add(1));
         let package = Arc::new(Activations {
             runtime: Runtime::new(strands, contexts, carriers),
             strands,
             processors,
             config,
-            candidates: (1..last).map(CpuId).collect(),
+            candidates: (1..cpus).map(CpuId).collect(),
             domain: Once::new(),
             ledger: Mutex::new(Ledger::new(cpus)),
             idle: AtomicUsize::new(0),
@@ -276,7 +276,7 @@ impl Activations {
         }
     }
 
-    /// The CPUs the package may use (its processors when all are granted).
+    /// The CPUs the kernel may grant the package.
     pub fn candidates(&self) -> impl Iterator<Item = KernelCpu> + '_ {
         self.candidates.iter().map(|cpu| KernelCpu(cpu.0))
     }
@@ -389,12 +389,8 @@ impl Activations {
         if self.runtime.live() == 0 {
             return;
         }
-        let allocated = self.processors.allocated(domain);
-        let missing = self
-            .candidates
-            .iter()
-            .filter(|cpu| !allocated.contains(KernelCpu(cpu.0)))
-            .count();
+        let allocated = self.processors.allocated(domain).len();
+        let missing = usize::from(self.config.processors).saturating_sub(allocated);
         if missing > 0 && self.processors.request_processors(domain, missing) > 0 {
             self.ledger().add_more_processors();
         }
