@@ -11,6 +11,7 @@ use crate::event::EventBuilder;
 use crate::identity::{DomainId, HandlerId};
 use crate::padded::CachePadded;
 use crate::platform::{Platform, MAX_CPUS};
+use spindle_grace::Grace;
 
 /// The first value of the extension visibility sequence (see
 /// [`DispatcherInner::commit`]); pending extension handlers wait for a later one.
@@ -34,8 +35,11 @@ struct CpuState {
 pub(crate) struct DispatcherInner {
     /// The environment.
     pub(crate) platform: Platform,
-    /// Per-CPU raise depth, one cache line each.
+    /// Per-CPU raise depth, one cache line each (read-locked raises).
     cpu_states: Box<[CachePadded<CpuState>]>,
+    /// The grace domain of raises, when the platform has a trusted CPU
+    /// identity: raises are its read sections, and depth is counted there.
+    pub(crate) grace: Option<Arc<Grace>>,
     /// Extension visibility: a raise reads it once; extension handlers are
     /// visible to raises that read a value in their `[enabled, disabled)`.
     /// On its own cache lines: raises read it, only commits write it.
@@ -109,9 +113,13 @@ pub(crate) fn lock_with<T>(mutex: &spin::Mutex<T>, relax: fn()) -> spin::MutexGu
 }
 
 impl DispatcherInner {
-    /// The index of the current CPU, folded into `0..cpus`.
+    /// The index of the current CPU, folded into `0..cpus` (with a grace
+    /// domain, out of range panics instead: see [`Grace::current_cpu`]).
     #[inline]
     pub(crate) fn cpu_index(&self) -> usize {
+        if let Some(grace) = &self.grace {
+            return grace.current_cpu();
+        }
         let cpu = (self.platform.current_cpu)();
         let cpus = self.cpu_states.len();
         if cpu < cpus {
@@ -140,6 +148,9 @@ impl DispatcherInner {
 
     /// Whether the current CPU is inside a raise of this dispatcher.
     pub(crate) fn inside_raise(&self) -> bool {
+        if let Some(grace) = &self.grace {
+            return grace.inside_read();
+        }
         self.cpu_states[self.cpu_index()]
             .raise_depth
             .load(Ordering::Relaxed)
@@ -230,6 +241,9 @@ impl Dispatcher {
         Dispatcher {
             inner: Arc::new(DispatcherInner {
                 platform,
+                grace: platform
+                    .identity
+                    .map(|identity| Arc::new(Grace::new(identity, cpus))),
                 cpu_states: (0..cpus)
                     .map(|_| {
                         CachePadded(CpuState {
@@ -279,6 +293,49 @@ impl Dispatcher {
             .unwrap_or_default()
     }
 
+    /// Whether raises are protected by grace periods (the platform came from
+    /// [`Platform::per_cpu`]) rather than by per-CPU read locks.
+    pub fn uses_grace_periods(&self) -> bool {
+        self.inner.grace.is_some()
+    }
+
+    /// Tells the dispatcher that the calling CPU is outside every raise, if
+    /// it is (ignored inside a raise, so always safe to call): removals
+    /// waiting for a grace period may count this CPU as done. The kernel
+    /// calls it at every timer tick and in its wait loops. Does nothing
+    /// without grace periods.
+    #[inline]
+    pub fn quiescent_state(&self) {
+        if let Some(grace) = &self.inner.grace {
+            grace.quiescent_state();
+        }
+    }
+
+    /// Marks the calling CPU idle (about to halt) if it is outside every
+    /// raise: removals stop waiting for it until its next raise. Returns
+    /// whether it was marked.
+    pub fn enter_idle(&self) -> bool {
+        self.inner
+            .grace
+            .as_ref()
+            .is_some_and(|grace| grace.enter_idle())
+    }
+
+    /// Marks the calling CPU busy after a halt (optional: its next raise
+    /// would do it).
+    pub fn leave_idle(&self) {
+        if let Some(grace) = &self.inner.grace {
+            grace.leave_idle();
+        }
+    }
+
+    /// Whether the calling CPU is inside a raise of this dispatcher (the
+    /// kernel does not preempt or switch strands there).
+    #[inline]
+    pub fn inside_raise(&self) -> bool {
+        self.inner.inside_raise()
+    }
+
     /// Whether deferred handler calls are queued. An idle loop checks this
     /// (with interrupts disabled) before halting.
     pub fn has_deferred(&self) -> bool {
@@ -303,10 +360,10 @@ impl Dispatcher {
         if inner.pending_deferred.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        let cpu = inner.cpu_index();
-        if inner.cpu_states[cpu].raise_depth.load(Ordering::Relaxed) != 0 {
+        if inner.inside_raise() {
             return 0;
         }
+        let cpu = inner.cpu_index();
         let registry = Arc::clone(&lock_with(&inner.deferred, inner.platform.relax));
         registry
             .iter()

@@ -6,13 +6,15 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use spin::{RwLock, RwLockReadGuard};
+use spindle_grace::Published;
 
 use crate::accounting::{Measurement, OverrunCallback, OverrunReport};
 use crate::dispatcher::{lock_with, Backoff, Dispatcher, DispatcherInner};
 use crate::error::{InstallError, RemoveError};
 use crate::handler::{
     Authorization, Entry, EntryBody, EventControl, ExtensionSwitch, Guard, Handler, HandlerBody,
-    HandlerFunction, HandlerHandle, HandlerInfo, InstallRequest, Order,
+    HandlerFunction, HandlerHandle, HandlerInfo, InstallRequest, Order, SharedFunction,
+    SharedGuard,
 };
 use crate::identity::{DomainId, HandlerId};
 use crate::padded::CachePadded;
@@ -83,7 +85,7 @@ type Authorize<A> = Box<dyn Fn(&InstallRequest) -> Authorization<A> + Send + Syn
 
 /// An event's default handler and how its calls are measured.
 struct DefaultHandler<A: ?Sized, R> {
-    function: HandlerFunction<A, R>,
+    function: SharedFunction<A, R>,
     measurement: Option<Measurement>,
 }
 
@@ -101,23 +103,130 @@ struct HandlerList<A: ?Sized, R> {
     /// Whether some entry belongs to an extension (only then does a raise
     /// read the visibility sequence).
     has_switches: bool,
+    /// How [`Event::raise`] runs this list: a plain shape when nothing is
+    /// measured, queued, switched or replacing the default (the common case,
+    /// and the one benchmarked), the general path otherwise.
+    shape: Shape<A, R>,
+    /// The default handler's function, inline for the plain shapes.
+    default_function: SharedFunction<A, R>,
 }
 
-impl<A: ?Sized, R> HandlerList<A, R> {
+/// The plain shapes of a handler list, precomputed when it is published so
+/// that a raise follows as few pointers as a hand-written call would: the
+/// event's list, then the handler's guard and function, stored inline.
+enum Shape<A: ?Sized, R> {
+    /// Something to measure, queue, switch or replace: the general path.
+    General,
+    /// No handler: the default alone.
+    DefaultOnly,
+    /// One synchronous handler; `before_default` if it is in the `First`
+    /// group (it runs before the default under [`DefaultPolicy::Always`]).
+    One {
+        call: PlainCall<A, R>,
+        before_default: bool,
+    },
+    /// Several synchronous handlers, in running order, the first
+    /// `default_position` of them before the default.
+    Many(Box<[PlainCall<A, R>]>),
+}
+
+/// One handler as the plain shapes call it.
+struct PlainCall<A: ?Sized, R> {
+    /// The owner's and the installer's guards, composed into one (the
+    /// owner's first) when there are both.
+    guard: Option<SharedGuard<A>>,
+    function: SharedFunction<A, R>,
+}
+
+impl<A: ?Sized + 'static, R> PlainCall<A, R> {
+    /// The plain call of `entry`, if it is synchronous.
+    fn of(entry: &Entry<A, R>) -> Option<PlainCall<A, R>> {
+        let EntryBody::Synchronous(function) = &entry.body else {
+            return None;
+        };
+        let guard = match (&entry.imposed_guard, &entry.installer_guard) {
+            (None, None) => None,
+            (Some(guard), None) | (None, Some(guard)) => Some(Arc::clone(guard)),
+            (Some(imposed), Some(installer)) => {
+                let (imposed, installer) = (Arc::clone(imposed), Arc::clone(installer));
+                let both: SharedGuard<A> =
+                    Arc::new(move |argument: &A| imposed(argument) && installer(argument));
+                Some(both)
+            }
+        };
+        Some(PlainCall {
+            guard,
+            function: Arc::clone(function),
+        })
+    }
+
+    /// Calls the function if the guard accepts.
+    #[inline(always)]
+    fn call(&self, argument: &A) -> Option<R> {
+        if let Some(guard) = &self.guard {
+            if !guard(argument) {
+                return None;
+            }
+        }
+        Some((self.function)(argument))
+    }
+}
+
+impl<A: ?Sized + 'static, R> HandlerList<A, R> {
     /// The list of `entries` (already in running order) with `default`.
     fn build(
         entries: &[Arc<Entry<A, R>>],
         default: &Arc<DefaultHandler<A, R>>,
     ) -> HandlerList<A, R> {
+        let plain = default.measurement.is_none()
+            && entries.iter().all(|entry| {
+                entry.switch.is_none()
+                    && entry.measurement.is_none()
+                    && !entry.replaces_default
+                    && matches!(entry.body, EntryBody::Synchronous(_))
+            });
+        let default_position = entries
+            .iter()
+            .take_while(|entry| entry.order == Order::First)
+            .count();
+        let calls: Vec<PlainCall<A, R>> = entries
+            .iter()
+            .filter_map(|entry| PlainCall::of(entry))
+            .collect();
+        let shape = if !plain {
+            Shape::General
+        } else if calls.is_empty() {
+            Shape::DefaultOnly
+        } else if calls.len() == 1 {
+            Shape::One {
+                call: calls.into_iter().next().expect("one call"),
+                before_default: default_position == 1,
+            }
+        } else {
+            Shape::Many(calls.into_boxed_slice())
+        };
         HandlerList {
             entries: entries.to_vec().into_boxed_slice(),
-            default_position: entries
-                .iter()
-                .take_while(|entry| entry.order == Order::First)
-                .count(),
+            default_position,
             default: Arc::clone(default),
             has_switches: entries.iter().any(|entry| entry.switch.is_some()),
+            shape,
+            default_function: Arc::clone(&default.function),
         }
+    }
+}
+
+/// Folds one more synchronous result into the raise's value as `combine`
+/// says (the plain path's [`Combiner::push`], without a sink).
+#[inline(always)]
+fn fold<R>(combine: Combine<R>, value: Option<R>, result: R) -> Option<R> {
+    match combine {
+        Combine::First => value.or(Some(result)),
+        Combine::Last | Combine::All => Some(result),
+        Combine::Reduce(reduce) => Some(match value {
+            Some(accumulated) => reduce(accumulated, result),
+            None => result,
+        }),
     }
 }
 
@@ -146,6 +255,16 @@ impl<A: ?Sized, R> CpuSlot<A, R> {
             core::hint::spin_loop();
         }
     }
+}
+
+/// Where raises find an event's current handler list.
+enum Lists<A: ?Sized, R> {
+    /// One read-locked copy per CPU, each on its own cache lines (a platform
+    /// without a trusted CPU identity).
+    Locked(Box<[CachePadded<CpuSlot<A, R>>]>),
+    /// One copy, read inside grace-period read sections, replaced after a
+    /// grace period (a platform with a trusted CPU identity).
+    Published(Published<HandlerList<A, R>>),
 }
 
 /// Replaces the list behind `lock` once no raise holds it: first blocks new
@@ -239,8 +358,8 @@ pub(crate) struct EventInner<A: ?Sized + 'static, R: 'static> {
     owner_domain: DomainId,
     on_overrun: Option<OverrunCallback>,
     authorize: Authorize<A>,
-    /// One slot per CPU, each on its own cache lines.
-    slots: Box<[CachePadded<CpuSlot<A, R>>]>,
+    /// The current handler list, as raises find it.
+    lists: Lists<A, R>,
     /// Serialises installers, removers and the owner's changes. On its own
     /// cache lines, so that taking it does not disturb the fields raises read.
     writer: CachePadded<spin::Mutex<WriterState<A, R>>>,
@@ -333,9 +452,116 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
     fn publish(&self, state: &WriterState<A, R>) {
         let list = Arc::new(HandlerList::build(&state.entries, &state.default));
         let relax = self.platform.relax;
-        for slot in self.slots.iter() {
-            replace_list(&slot.primary, &list, relax);
-            replace_list(&slot.secondary, &list, relax);
+        match &self.lists {
+            Lists::Published(cell) => drop(cell.replace(list, relax)),
+            Lists::Locked(slots) => {
+                for slot in slots.iter() {
+                    replace_list(&slot.primary, &list, relax);
+                    replace_list(&slot.secondary, &list, relax);
+                }
+            }
+        }
+    }
+
+    /// Runs one raise on `list` (already protected by the caller) on `cpu`.
+    #[inline(always)]
+    fn raise_on(&self, list: &HandlerList<A, R>, argument: &A, cpu: usize) -> R {
+        if let Some(result) = self.raise_plain(list, argument) {
+            return result;
+        }
+        let mut combiner = Combiner::new(self.combine, None::<&mut fn(R)>);
+        self.run_handlers(argument, list, cpu, &mut combiner);
+        match combiner.value {
+            Some(result) => result,
+            None => self.call_default(list, argument, cpu),
+        }
+    }
+
+    /// The raise of a list with a plain shape (see [`Shape`]): the same
+    /// order, guards, default policy and combination as the general path,
+    /// with nothing to measure, queue or switch.
+    #[inline(always)]
+    fn raise_plain(&self, list: &HandlerList<A, R>, argument: &A) -> Option<R> {
+        let combine = self.combine;
+        let default = &list.default_function;
+        let policy = self.default_policy;
+        // The commonest shape first, as a plain branch.
+        if let Shape::One {
+            call,
+            before_default: _,
+        } = &list.shape
+        {
+            if policy == DefaultPolicy::OnlyIfNoHandlerRan {
+                return Some(match call.call(argument) {
+                    Some(result) => result,
+                    None => default(argument),
+                });
+            }
+        }
+        match &list.shape {
+            Shape::General => None,
+            Shape::DefaultOnly => Some(default(argument)),
+            Shape::One {
+                call,
+                before_default,
+            } => Some(match policy {
+                DefaultPolicy::OnlyIfNoHandlerRan => match call.call(argument) {
+                    Some(result) => result,
+                    None => default(argument),
+                },
+                DefaultPolicy::Always if !*before_default => {
+                    let from_default = default(argument);
+                    match call.call(argument) {
+                        Some(result) => fold(combine, Some(from_default), result),
+                        None => Some(from_default),
+                    }
+                    .unwrap_or_else(|| default(argument))
+                }
+                DefaultPolicy::Always | DefaultPolicy::Replaceable => {
+                    let handled = call.call(argument);
+                    fold(combine, handled, default(argument)).unwrap_or_else(|| default(argument))
+                }
+            }),
+            Shape::Many(calls) => {
+                let (before_default, after_default) =
+                    calls.split_at(list.default_position.min(calls.len()));
+                let mut value = None;
+                for call in before_default {
+                    if let Some(result) = call.call(argument) {
+                        value = fold(combine, value, result);
+                    }
+                }
+                if policy == DefaultPolicy::Always {
+                    value = fold(combine, value, default(argument));
+                }
+                for call in after_default {
+                    if let Some(result) = call.call(argument) {
+                        value = fold(combine, value, result);
+                    }
+                }
+                Some(match value {
+                    Some(result) if policy != DefaultPolicy::Replaceable => result,
+                    Some(result) => fold(combine, Some(result), default(argument))
+                        .unwrap_or_else(|| default(argument)),
+                    None => default(argument),
+                })
+            }
+        }
+    }
+
+    /// Runs one raise on `list` on `cpu`, handing results to `sink`.
+    #[inline(always)]
+    fn raise_each_on(
+        &self,
+        list: &HandlerList<A, R>,
+        argument: &A,
+        cpu: usize,
+        sink: &mut impl FnMut(R),
+    ) {
+        let mut combiner = Combiner::new(self.combine, Some(sink));
+        self.run_handlers(argument, list, cpu, &mut combiner);
+        if let Some(result) = combiner.value.take() {
+            (combiner.sink.take().expect("the sink is kept"))(result);
         }
     }
 
@@ -421,7 +647,9 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
         let id = self.dispatcher.next_handler_id();
         let measurement = self.measurement(domain, id, handler.budget_nanoseconds);
         let (body, measurement) = match handler.body {
-            HandlerBody::Synchronous(function) => (EntryBody::Synchronous(function), measurement),
+            HandlerBody::Synchronous(function) => {
+                (EntryBody::Synchronous(Arc::from(function)), measurement)
+            }
             HandlerBody::Deferred(factory) => {
                 let (target, work) = factory.build(
                     id,
@@ -438,8 +666,8 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
             domain,
             order: handler.order,
             replaces_default: handler.replaces_default,
-            imposed_guard,
-            installer_guard: handler.guard,
+            imposed_guard: imposed_guard.map(Arc::from),
+            installer_guard: handler.guard.map(Arc::from),
             body,
             measurement,
             switch,
@@ -498,7 +726,7 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
         });
         let mut state = lock_with(&self.writer, self.platform.relax);
         state.default = Arc::new(DefaultHandler {
-            function,
+            function: Arc::from(function),
             measurement,
         });
         self.publish(&state);
@@ -659,19 +887,24 @@ impl<A: ?Sized + 'static, R: 'static> EventBuilder<A, R> {
             handler: HandlerId::DEFAULT,
         });
         let default = Arc::new(DefaultHandler {
-            function: self.default,
+            function: Arc::from(self.default),
             measurement,
         });
         let empty = Arc::new(HandlerList::build(&[], &default));
-        let slots = (0..dispatcher.cpus())
-            .map(|_| {
-                CachePadded(CpuSlot {
-                    primary: RwLock::new(Arc::clone(&empty)),
-                    secondary: RwLock::new(Arc::clone(&empty)),
-                })
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
+        let lists = match &dispatcher.grace {
+            Some(grace) => Lists::Published(Published::new(empty, Arc::clone(grace))),
+            None => Lists::Locked(
+                (0..dispatcher.cpus())
+                    .map(|_| {
+                        CachePadded(CpuSlot {
+                            primary: RwLock::new(Arc::clone(&empty)),
+                            secondary: RwLock::new(Arc::clone(&empty)),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            ),
+        };
         let inner = Arc::new(EventInner {
             name: self.name,
             platform: dispatcher.platform,
@@ -683,7 +916,7 @@ impl<A: ?Sized + 'static, R: 'static> EventBuilder<A, R> {
             owner_domain: self.owner_domain,
             on_overrun: self.on_overrun,
             authorize: self.authorize,
-            slots,
+            lists,
             writer: CachePadded(spin::Mutex::new(WriterState {
                 entries: Vec::new(),
                 default,
@@ -736,16 +969,18 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
     #[inline]
     pub fn raise(&self, argument: &A) -> R {
         let inner = &*self.inner;
-        let dispatcher = &*inner.dispatcher;
-        let cpu = dispatcher.cpu_index();
-        let _scope = dispatcher.enter_raise(cpu);
-        let list_guard = inner.slots[cpu].read();
-        let list: &HandlerList<A, R> = &list_guard;
-        let mut combiner = Combiner::new(inner.combine, None::<&mut fn(R)>);
-        inner.run_handlers(argument, list, cpu, &mut combiner);
-        match combiner.value {
-            Some(result) => result,
-            None => inner.call_default(list, argument, cpu),
+        match &inner.lists {
+            Lists::Published(cell) => {
+                let reading = cell.read_section();
+                inner.raise_on(reading.value(), argument, reading.cpu())
+            }
+            Lists::Locked(slots) => {
+                let dispatcher = &*inner.dispatcher;
+                let cpu = dispatcher.cpu_index();
+                let _scope = dispatcher.enter_raise(cpu);
+                let list = slots[cpu].read();
+                inner.raise_on(&list, argument, cpu)
+            }
         }
     }
 
@@ -754,15 +989,18 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
     /// [`Combine::All`], the one combined result otherwise.
     pub fn raise_each(&self, argument: &A, mut sink: impl FnMut(R)) {
         let inner = &*self.inner;
-        let dispatcher = &*inner.dispatcher;
-        let cpu = dispatcher.cpu_index();
-        let _scope = dispatcher.enter_raise(cpu);
-        let list_guard = inner.slots[cpu].read();
-        let list: &HandlerList<A, R> = &list_guard;
-        let mut combiner = Combiner::new(inner.combine, Some(&mut sink));
-        inner.run_handlers(argument, list, cpu, &mut combiner);
-        if let Some(result) = combiner.value.take() {
-            sink(result);
+        match &inner.lists {
+            Lists::Published(cell) => {
+                let reading = cell.read_section();
+                inner.raise_each_on(reading.value(), argument, reading.cpu(), &mut sink);
+            }
+            Lists::Locked(slots) => {
+                let dispatcher = &*inner.dispatcher;
+                let cpu = dispatcher.cpu_index();
+                let _scope = dispatcher.enter_raise(cpu);
+                let list = slots[cpu].read();
+                inner.raise_each_on(&list, argument, cpu, &mut sink);
+            }
         }
     }
 

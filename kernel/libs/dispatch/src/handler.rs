@@ -21,6 +21,13 @@ pub type Guard<A> = Box<dyn Fn(&A) -> bool + Send + Sync>;
 /// A synchronous handler's function.
 pub(crate) type HandlerFunction<A, R> = Box<dyn Fn(&A) -> R + Send + Sync>;
 
+/// A guard once installed: shared by the entry and the handler lists that
+/// call it inline.
+pub(crate) type SharedGuard<A> = Arc<dyn Fn(&A) -> bool + Send + Sync>;
+
+/// A handler function once installed, shared like [`SharedGuard`].
+pub(crate) type SharedFunction<A, R> = Arc<dyn Fn(&A) -> R + Send + Sync>;
+
 /// Where a handler asks to run among the event's handlers.
 ///
 /// Handlers run in three groups, `First`, then `Any`, then `Last`; within a
@@ -264,7 +271,7 @@ impl ExtensionSwitch {
 /// What an installed handler does.
 pub(crate) enum EntryBody<A: ?Sized, R> {
     /// Called inside the raise.
-    Synchronous(HandlerFunction<A, R>),
+    Synchronous(SharedFunction<A, R>),
     /// Queued for later.
     Deferred {
         target: Arc<dyn DeferredTarget<A>>,
@@ -279,9 +286,9 @@ pub(crate) struct Entry<A: ?Sized, R> {
     pub(crate) order: Order,
     pub(crate) replaces_default: bool,
     /// The owner's guard (from the authorization procedure).
-    pub(crate) imposed_guard: Option<Guard<A>>,
+    pub(crate) imposed_guard: Option<SharedGuard<A>>,
     /// The installer's guard.
-    pub(crate) installer_guard: Option<Guard<A>>,
+    pub(crate) installer_guard: Option<SharedGuard<A>>,
     pub(crate) body: EntryBody<A, R>,
     /// How calls are measured, if they are.
     pub(crate) measurement: Option<Measurement>,

@@ -286,3 +286,4 @@ pub use handler::{
 };
 pub use identity::{DomainId, HandlerId};
 pub use platform::{Platform, MAX_CPUS};
+pub use spindle_grace::CpuIdentity;

@@ -1,5 +1,7 @@
 //! What the kernel (or a host test) supplies: CPU index, clock, deferred-work wake-up, relax.
 
+use spindle_grace::CpuIdentity;
+
 /// The most CPUs a dispatcher serves (one slot each per event).
 pub const MAX_CPUS: usize = 256;
 
@@ -28,6 +30,21 @@ pub const MAX_CPUS: usize = 256;
 /// `current_cpu` and `now_nanoseconds` are called on the raise path, and
 /// `deferred_ready` inside raises: all three must be cheap and callable with
 /// interrupts disabled and from interrupt handlers.
+///
+/// How raises are protected from removals depends on the constructor:
+///
+/// * [`Platform::new`]: any `current_cpu` will do (even a wrong one is only
+///   slower). A raise read-locks its CPU's copy of the handler list: two
+///   locked instructions per raise.
+/// * [`Platform::per_cpu`]: a [`CpuIdentity`], which the kernel can only build
+///   by promising (in `unsafe` code) that it names the running CPU and that
+///   a raise never moves to another CPU. A raise then writes nothing shared
+///   and executes no locked instruction; removals wait for a grace period
+///   (every CPU seen quiescent: at a timer tick, in a wait loop, idle, or at
+///   the end of a raise while a remover waits), reported to the dispatcher
+///   through [`Dispatcher::quiescent_state`](crate::Dispatcher::quiescent_state),
+///   [`enter_idle`](crate::Dispatcher::enter_idle) and
+///   [`leave_idle`](crate::Dispatcher::leave_idle).
 #[derive(Clone, Copy, Debug)]
 pub struct Platform {
     /// Index of the CPU running the caller.
@@ -38,6 +55,9 @@ pub struct Platform {
     pub deferred_ready: fn(usize),
     /// Called in every wait loop of the install and remove paths.
     pub relax: fn(),
+    /// The trusted CPU identity, if raises are protected by grace periods
+    /// (see [`Platform::per_cpu`]).
+    pub identity: Option<CpuIdentity>,
 }
 
 impl Platform {
@@ -49,6 +69,21 @@ impl Platform {
             now_nanoseconds,
             deferred_ready: ignore_deferred_ready,
             relax: core::hint::spin_loop,
+            identity: None,
+        }
+    }
+
+    /// A platform whose raises run in grace-period read sections of
+    /// `identity` (no locked instruction on the raise path), with the given
+    /// clock, no deferred-work notification and `core::hint::spin_loop` as
+    /// its relax step.
+    pub const fn per_cpu(identity: CpuIdentity, now_nanoseconds: fn() -> u64) -> Platform {
+        Platform {
+            current_cpu: identity.current_function(),
+            now_nanoseconds,
+            deferred_ready: ignore_deferred_ready,
+            relax: core::hint::spin_loop,
+            identity: Some(identity),
         }
     }
 

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use spindle_dispatch::{Combine, DefaultPolicy, DomainId, Event, Handler, HandlerHandle};
+use spindle_dispatch::{
+    Combine, CpuIdentity, DefaultPolicy, Dispatcher, DomainId, Event, Handler, HandlerHandle,
+    Platform,
+};
 
 /// Calls per measurement.
 const ITERATIONS: u64 = 20_000_000;
@@ -34,9 +37,17 @@ fn add_one(value: u64) -> u64 {
     value.wrapping_add(1)
 }
 
+/// The kernel's raise path: grace-period read sections on a trusted
+/// identity (here the benchmark's one thread, checked at every call).
+const GRACE: Platform = Platform::per_cpu(CpuIdentity::one_thread(), common::now_nanoseconds);
+
 /// An event whose default (returning its argument) runs only when no handler ran.
-fn event_with(handlers: usize, guarded: bool) -> (Event<u64, u64>, Vec<HandlerHandle>) {
-    let dispatcher = common::dispatcher(1);
+fn event_with(
+    platform: Platform,
+    handlers: usize,
+    guarded: bool,
+) -> (Event<u64, u64>, Vec<HandlerHandle>) {
+    let dispatcher = Dispatcher::new(platform, 1);
     let (event, _owner) = dispatcher
         .event::<u64, u64>("benchmark", |value| *value)
         .combine(Combine::Last)
@@ -88,23 +99,29 @@ fn raise_cost() {
         ("raise h16g", 16, true),
     ];
     let mut h1g = f64::NAN;
-    for (name, handlers, guarded) in cases {
-        let (event, handles) = event_with(handlers, guarded);
-        let cost = nanoseconds_per_call(|value| event.raise(&value));
-        println!(
-            "{name:<27} {cost:6.2} ns  ({:.1}x indirect)",
-            cost / indirect
-        );
-        if handlers == 1 && guarded {
-            h1g = cost;
+    for (mode, platform) in [
+        ("grace periods (kernel)", GRACE),
+        ("read locks", common::HOST_LOCKED),
+    ] {
+        println!("-- {mode}");
+        for (name, handlers, guarded) in cases {
+            let (event, handles) = event_with(platform, handlers, guarded);
+            let cost = nanoseconds_per_call(|value| event.raise(&value));
+            println!(
+                "{name:<27} {cost:6.2} ns  ({:.1}x indirect)",
+                cost / indirect
+            );
+            if handlers == 1 && guarded && platform.identity.is_some() {
+                h1g = cost;
+            }
+            assert_eq!(handles.len(), handlers);
         }
-        assert_eq!(handles.len(), handlers);
     }
     assert!(h1g.is_finite() && h1g > 0.0);
 
     // Scaling: the same h1g raise on several threads at once.
     let threads = std::thread::available_parallelism().map_or(2, |cores| cores.get());
-    let dispatcher = common::dispatcher(threads);
+    let dispatcher = common::locked_dispatcher(threads);
     let (event, _owner) = dispatcher
         .event::<u64, u64>("scaling", |value| *value)
         .default_policy(DefaultPolicy::OnlyIfNoHandlerRan)
@@ -131,7 +148,7 @@ fn raise_cost() {
         .map(|worker| worker.join().unwrap())
         .collect();
     println!(
-        "raise h1g on {threads} threads at once: {} ns per raise per thread ({:.1} s)",
+        "raise h1g (read locks) on {threads} threads at once: {} ns per raise per thread ({:.1} s)",
         per_thread
             .iter()
             .map(|cost| format!("{cost:.2}"))

@@ -59,7 +59,16 @@ fn a_removed_handler_is_not_called_and_its_state_is_dropped() {
 
 #[test]
 fn removal_waits_for_a_raise_in_progress_on_another_cpu() {
-    let dispatcher = common::dispatcher(2);
+    removal_waits_for_a_raise_in_progress(common::dispatcher(2));
+}
+
+#[test]
+fn removal_waits_for_a_raise_in_progress_under_read_locks() {
+    removal_waits_for_a_raise_in_progress(common::locked_dispatcher(2));
+}
+
+fn removal_waits_for_a_raise_in_progress(dispatcher: Dispatcher) {
+    assert!(dispatcher.cpus() == 2);
     let (event, _owner) = summing_event(&dispatcher, "slow");
     let inside = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
@@ -239,10 +248,15 @@ struct RaiserTotals {
 /// no call doubled (every raise's sum decodes to one persistent call per
 /// level and at most one transient call per level, and the transient calls
 /// equal the transient results the raisers saw).
-fn stress(nested: bool) {
+fn stress(nested: bool, locked: bool) {
     let levels = if nested { 2 } else { 1 };
     let raisers = raisers();
-    let dispatcher = common::dispatcher(raisers + 1);
+    let dispatcher = if locked {
+        common::locked_dispatcher(raisers + 1)
+    } else {
+        common::dispatcher(raisers + 1)
+    };
+    assert_eq!(dispatcher.uses_grace_periods(), !locked);
     let (event, _owner) = summing_event(&dispatcher, "stress");
     let cell: Arc<OnceLock<Event<u64, u64>>> = Arc::new(OnceLock::new());
     let persistent_calls = Arc::new(AtomicU64::new(0));
@@ -383,10 +397,20 @@ fn stress(nested: bool) {
 
 #[test]
 fn stress_removed_handlers_are_never_called_and_no_call_is_lost_or_doubled() {
-    stress(false);
+    stress(false, false);
 }
 
 #[test]
 fn stress_with_nested_raises() {
-    stress(true);
+    stress(true, false);
+}
+
+#[test]
+fn stress_under_read_locks() {
+    stress(false, true);
+}
+
+#[test]
+fn stress_with_nested_raises_under_read_locks() {
+    stress(true, true);
 }

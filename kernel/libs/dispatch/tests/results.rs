@@ -237,3 +237,94 @@ fn an_unsized_argument_is_passed_by_reference() {
         .create();
     assert_eq!(sum.raise(&[1, 2, 3]), 6);
 }
+
+/// Installs handlers `(order, result, guarded)` on an event with the given
+/// choices; `measured` switches accounting on, which sends every raise down
+/// the general path instead of a plain shape.
+fn event_with_handlers(
+    combine: Combine<u32>,
+    policy: DefaultPolicy,
+    handlers: &[(Order, u32, bool)],
+    measured: bool,
+) -> (
+    Event<u32, u32>,
+    EventOwner<u32, u32>,
+    Vec<spindle_dispatch::HandlerHandle>,
+) {
+    let dispatcher = common::dispatcher(1);
+    let (event, owner) = dispatcher
+        .event::<u32, u32>("numbers", |_| DEFAULT_RESULT)
+        .combine(combine)
+        .default_policy(policy)
+        .accounting(measured)
+        .accept_all()
+        .create();
+    let handles = handlers
+        .iter()
+        .map(|&(order, result, guarded)| {
+            let handler = Handler::new(move |argument: &u32| result + argument).order(order);
+            // The guard refuses odd arguments.
+            let handler = if guarded {
+                handler.guard(|argument: &u32| argument.is_multiple_of(2))
+            } else {
+                handler
+            };
+            event.install(INSTALLER, handler).unwrap()
+        })
+        .collect();
+    (event, owner, handles)
+}
+
+#[test]
+fn plain_shapes_give_the_same_results_as_the_general_path() {
+    let combines: [Combine<u32>; 4] = [
+        Combine::First,
+        Combine::Last,
+        Combine::All,
+        Combine::Reduce(|left, right| left.wrapping_mul(31).wrapping_add(right)),
+    ];
+    let policies = [
+        DefaultPolicy::Always,
+        DefaultPolicy::OnlyIfNoHandlerRan,
+        DefaultPolicy::Replaceable,
+    ];
+    let handler_sets: Vec<Vec<(Order, u32, bool)>> = vec![
+        vec![],
+        vec![(Order::Any, 1, false)],
+        vec![(Order::First, 1, false)],
+        vec![(Order::Last, 1, true)],
+        vec![(Order::First, 1, true)],
+        vec![(Order::Any, 1, true), (Order::Last, 2, false)],
+        vec![
+            (Order::First, 1, false),
+            (Order::Any, 2, true),
+            (Order::Last, 3, false),
+            (Order::First, 4, true),
+        ],
+    ];
+    let mut compared = 0;
+    for combine in combines {
+        for policy in policies {
+            for handlers in &handler_sets {
+                let (plain, _plain_owner, _plain_handles) =
+                    event_with_handlers(combine, policy, handlers, false);
+                let (general, _general_owner, _general_handles) =
+                    event_with_handlers(combine, policy, handlers, true);
+                for argument in [0u32, 1, 2, 7] {
+                    assert_eq!(
+                        plain.raise(&argument),
+                        general.raise(&argument),
+                        "{combine:?} {policy:?} {handlers:?} argument {argument}"
+                    );
+                    assert_eq!(
+                        all_results(&plain, argument),
+                        all_results(&general, argument),
+                        "{combine:?} {policy:?} {handlers:?} argument {argument}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 3 * 7 * 4);
+}

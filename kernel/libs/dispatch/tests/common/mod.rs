@@ -1,4 +1,4 @@
-//! Host platform for the tests: a thread-local CPU index, `std::time::Instant`, yield as relax.
+//! Host platform for the tests: host threads playing CPUs under grace periods (or read locks), `std::time::Instant`, yield as relax.
 #![allow(dead_code)]
 
 use std::cell::Cell;
@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use spindle_dispatch::{Dispatcher, Platform};
+use spindle_dispatch::{CpuIdentity, Dispatcher, Platform};
 
 thread_local! {
     /// The "CPU" this thread runs on.
@@ -20,9 +20,10 @@ thread_local! {
 /// The instant the host clock counts from.
 static START: OnceLock<Instant> = OnceLock::new();
 
-/// Makes the calling thread CPU `cpu`.
+/// Makes the calling thread CPU `cpu` (for both kinds of platform).
 pub fn set_cpu(cpu: usize) {
     CPU.with(|current| current.set(cpu));
+    CpuIdentity::set_thread_cpu(cpu);
 }
 
 /// The calling thread's CPU.
@@ -52,14 +53,26 @@ pub fn deferred_notifications() -> u64 {
     DEFERRED_READY.with(Cell::get)
 }
 
-/// The host platform (a `const`, as a kernel would have it in a `static`).
-pub const HOST: Platform = Platform::new(current_cpu, now_nanoseconds)
+/// The host platform the kernel's way: raises are grace-period read
+/// sections, host threads play the CPUs (a `const`, as a kernel would have
+/// it in a `static`).
+pub const HOST: Platform = Platform::per_cpu(CpuIdentity::host_threads(), now_nanoseconds)
     .with_deferred_ready(deferred_ready)
     .with_relax(std::thread::yield_now);
 
-/// A dispatcher for `cpus` host "CPUs".
+/// The host platform with read-locked raises (any CPU function).
+pub const HOST_LOCKED: Platform = Platform::new(current_cpu, now_nanoseconds)
+    .with_deferred_ready(deferred_ready)
+    .with_relax(std::thread::yield_now);
+
+/// A dispatcher for `cpus` host "CPUs", with grace periods.
 pub fn dispatcher(cpus: usize) -> Dispatcher {
     Dispatcher::new(HOST, cpus)
+}
+
+/// A dispatcher for `cpus` host "CPUs", with read locks.
+pub fn locked_dispatcher(cpus: usize) -> Dispatcher {
+    Dispatcher::new(HOST_LOCKED, cpus)
 }
 
 /// Spawns a thread that runs `body` as CPU `cpu`.
