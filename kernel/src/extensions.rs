@@ -24,7 +24,8 @@ use core::fmt::Write;
 
 use spin::{Mutex, Once};
 use spindle_dispatch::{
-    Authorization, DefaultPolicy, Dispatcher, DomainId, DomainUsage, EventOwner, Platform,
+    Authorization, CpuIdentity, DefaultPolicy, Dispatcher, DomainId, DomainUsage, EventOwner,
+    Platform,
 };
 use spindle_domains::{
     require_compiler_checked, resolve, Attestation, Domain, Interface, Module, NameServer,
@@ -98,8 +99,79 @@ fn now_nanoseconds() -> u64 {
     crate::kernel::nanoseconds_since_boot()
 }
 
-/// The dispatcher's view of the machine.
-const PLATFORM: Platform = Platform::new(cpu::current_index, now_nanoseconds);
+/// Which CPU runs the caller, for the dispatcher's grace periods.
+// SAFETY: the promises of `CpuIdentity::new`:
+// 1. `cpu::current_index` reads the running CPU's index from its GS-based
+//    per-CPU block, with interrupts on or off; every CPU binds GS
+//    (`cpu::bind_to_gs`) before anything on it can raise (the bootstrap
+//    processor before `init`, an application processor first thing in
+//    `ap_main`).
+// 2. Each index is one CPU; interrupt handlers nest inside what they
+//    interrupt and return to it.
+// 3. A raise stays on its CPU: the scheduler does not run at the end of an
+//    interrupt that came inside a raise (`arch::interrupts`), so a strand is
+//    never preempted or handed back there; a strand that yields, blocks or
+//    exits inside a raise stops the kernel instead of leaving
+//    (`strand::on_interrupt_exit`); and a thread context does not suspend
+//    inside a raise (`arch::thread_context`).
+const CPU_IDENTITY: CpuIdentity = unsafe { CpuIdentity::new(cpu::current_index) };
+
+/// The dispatcher's view of the machine: raises are grace-period read
+/// sections; waiting installers and removers report this CPU quiescent.
+const PLATFORM: Platform =
+    Platform::per_cpu(CPU_IDENTITY, now_nanoseconds).with_relax(relax_outside_raises);
+
+/// The dispatcher's wait step: this CPU is outside every raise (installers
+/// and removers are refused inside one), so it reports a quiescent state.
+fn relax_outside_raises() {
+    quiescent_state();
+    core::hint::spin_loop();
+}
+
+/// Tells the dispatcher that this CPU is quiescent if it is outside every
+/// raise (ignored inside one, and before `init`). Called at every timer tick
+/// and in the kernel's wait loops, so that removals waiting for a grace
+/// period are not held up by a busy CPU.
+#[inline]
+pub fn quiescent_state() {
+    if let Some(dispatcher) = DISPATCHER.get() {
+        dispatcher.quiescent_state();
+    }
+}
+
+/// One step of a kernel wait loop (for another CPU, a lock, a rendezvous):
+/// reports this CPU quiescent (if it is outside every raise), so that a
+/// removal on the CPU being waited for is not waiting for this one.
+#[inline]
+pub fn relax() {
+    quiescent_state();
+    core::hint::spin_loop();
+}
+
+/// Whether this CPU is inside a raise of the kernel's dispatcher: the
+/// scheduler does not switch strands there.
+#[inline]
+pub fn inside_raise() -> bool {
+    DISPATCHER.get().is_some_and(Dispatcher::inside_raise)
+}
+
+/// Halts this CPU until the next interrupt, marked idle for the
+/// dispatcher's grace periods meanwhile (an idle CPU, whose tick may be
+/// stopped, must not hold up removals). Every idle loop halts through here.
+pub fn halt_until_interrupt() {
+    let dispatcher = DISPATCHER.get();
+    // Interrupts off from the mark to the halt (`sti; hlt` is atomic), so
+    // that no interrupt can raise in between and leave the CPU halted
+    // without the mark.
+    cpu::disable_interrupts();
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.enter_idle();
+    }
+    cpu::enable_interrupts_and_halt();
+    if let Some(dispatcher) = dispatcher {
+        dispatcher.leave_idle();
+    }
+}
 
 /// The kernel's dispatcher (created by [`init`]).
 pub fn dispatcher() -> &'static Dispatcher {

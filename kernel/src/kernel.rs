@@ -291,7 +291,7 @@ fn run_and_report(
         // This CPU ticks too, so halting until the window ends is safe.
         let window_end = tsc::now() + tsc::ns_to_cycles(args.timer_ms * 1_000_000);
         while tsc::now() < window_end {
-            cpu::enable_interrupts_and_halt();
+            crate::extensions::halt_until_interrupt();
         }
     }
     kprintln!("kernel: timer window done at +{} ms", elapsed_ms());
@@ -678,6 +678,6 @@ fn idle_loop() -> ! {
         extensions::run_deferred();
         cpu::disable_interrupts();
         smp::run_mailbox();
-        cpu::enable_interrupts_and_halt();
+        crate::extensions::halt_until_interrupt();
     }
 }

@@ -37,7 +37,7 @@ unsafe impl lock_api::RawMutex for IrqSafeRawSpinlock {
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_err()
         {
-            core::hint::spin_loop();
+            crate::extensions::relax();
         }
         self.interrupts_were_enabled
             .store(were_enabled, Ordering::Relaxed);

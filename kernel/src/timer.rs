@@ -22,6 +22,9 @@ pub fn init() {
 
 fn on_timer_interrupt(frame: &mut InterruptFrame) {
     let now = tsc::now();
+    // Every tick proves the CPU quiescent for the dispatcher's grace
+    // periods, unless it came inside a raise (then it is ignored).
+    crate::extensions::quiescent_state();
     let block = cpu::current();
     match apic::timer_arming() {
         apic::TimerArming::Periodic => {
@@ -161,7 +164,7 @@ pub fn periodic_self_test(period_ns: u64, wanted: u64, timeout_ns: u64) -> u64 {
     while block.periodic_ticks.load(Ordering::Relaxed) - start_ticks < wanted
         && tsc::now() - start < timeout
     {
-        cpu::enable_interrupts_and_halt();
+        crate::extensions::halt_until_interrupt();
         cpu::disable_interrupts();
     }
     apic::stop_timer();

@@ -173,7 +173,7 @@ impl Strands for KernelStrands {
             if tsc::now() > deadline {
                 return false;
             }
-            cpu::enable_interrupts_and_halt();
+            crate::extensions::halt_until_interrupt();
         }
         true
     }

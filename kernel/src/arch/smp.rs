@@ -228,7 +228,7 @@ pub unsafe fn start_application_processors(
                 elapsed_ns: tsc::cycles_to_ns(tsc::now() - start),
             };
         }
-        core::hint::spin_loop();
+        crate::extensions::relax();
     }
 }
 
@@ -278,7 +278,7 @@ pub fn wait_done(posted: Posted, timeout_ns: u64) -> bool {
         if tsc::now() - start > timeout {
             return false;
         }
-        core::hint::spin_loop();
+        crate::extensions::relax();
     }
     true
 }

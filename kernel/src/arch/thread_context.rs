@@ -304,8 +304,16 @@ pub struct Suspender {
 
 impl Suspender {
     /// Suspends the body: the pending [`ThreadContext::resume`] returns
-    /// [`Resumed::Suspended`], and the next one continues from here.
+    /// [`Resumed::Suspended`], and the next one continues from here. Inside
+    /// a raise of the dispatcher it returns at once instead.
     pub fn suspend(&self) {
+        if crate::extensions::inside_raise() {
+            // A raise must end on the CPU where it began, and a suspended
+            // thread may be resumed on another: inside an event handler,
+            // suspending returns at once (as a yield that found nothing
+            // else to run would).
+            return;
+        }
         // Interrupts off across the switch: a preemption between saving
         // this side and loading the other would hand this thread back with
         // a stale resumer.

@@ -145,7 +145,7 @@ pub fn wait_for_strands(finished: &AtomicU64, spawned: u64, timeout_ns: u64) {
         || counters.exited.load(Ordering::Relaxed) < counters.created.load(Ordering::Relaxed))
         && tsc::now() < deadline
     {
-        cpu::enable_interrupts_and_halt();
+        crate::extensions::halt_until_interrupt();
     }
 }
 
@@ -455,7 +455,7 @@ pub fn strand_operations() -> Vec<String> {
     }
     let deadline = tsc::now() + tsc::ns_to_cycles(STRANDS_TIMEOUT_NS);
     while checks.sleeper_ready.load(Ordering::Acquire) == 0 && tsc::now() < deadline {
-        cpu::enable_interrupts_and_halt();
+        crate::extensions::halt_until_interrupt();
     }
     if let Some(sleeper) = sleeper {
         if let Err(error) = strand::set_affinity(sleeper, last) {

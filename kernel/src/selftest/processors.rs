@@ -416,7 +416,7 @@ fn wait_until(mut done: impl FnMut() -> bool) -> bool {
         if tsc::now() > deadline {
             return false;
         }
-        cpu::enable_interrupts_and_halt();
+        crate::extensions::halt_until_interrupt();
     }
     true
 }

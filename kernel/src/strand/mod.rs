@@ -185,6 +185,9 @@ pub struct Counters {
     pub threads_handed_back: AtomicU64,
     /// Threads handed back in place because [`interrupt`] asked for it.
     pub interrupts: AtomicU64,
+    /// Yields made inside an event handler (done nothing: a raise stays on
+    /// its CPU).
+    pub yields_inside_raises: AtomicU64,
 }
 
 /// The scheduler's counters.
@@ -202,6 +205,7 @@ pub static COUNTERS: Counters = Counters {
     affinity_refusals: AtomicU64::new(0),
     threads_handed_back: AtomicU64::new(0),
     interrupts: AtomicU64::new(0),
+    yields_inside_raises: AtomicU64::new(0),
 };
 
 /// Why a strand could not be created.
@@ -960,6 +964,28 @@ fn remove_from_table(id: StrandId) {
 pub fn on_interrupt_exit(frame: &mut InterruptFrame) -> *mut InterruptFrame {
     let frame_address = frame as *mut InterruptFrame as u64;
     if !STARTED.load(Ordering::Acquire) {
+        return frame;
+    }
+    if crate::extensions::inside_raise() {
+        // A raise is a read section of the dispatcher's grace periods: it
+        // must end on the CPU where it began, so no strand leaves the CPU
+        // inside one. A tick's preemption (or a thread package's upcall)
+        // stays pending until an interrupt that comes outside the raise; a
+        // yield inside a handler does nothing; blocking or exiting inside a
+        // handler is a bug the kernel cannot paper over.
+        if frame.vector == u64::from(context::VECTOR_SWITCH) {
+            match frame.rax {
+                REQUEST_YIELD | REQUEST_YIELD_TO => {
+                    COUNTERS
+                        .yields_inside_raises
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                request => panic!(
+                    "a strand blocked or exited (request {request}) inside an event handler: \
+                     handlers must not block"
+                ),
+            }
+        }
         return frame;
     }
     // Kicks from here on are noticed at the end of this pass, even one that

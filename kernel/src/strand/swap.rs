@@ -245,7 +245,7 @@ pub fn rendezvous() {
     if requested > STOP_ACKNOWLEDGED[me].load(Ordering::Relaxed) {
         STOP_ACKNOWLEDGED[me].store(requested, Ordering::Release);
         while RELEASED.load(Ordering::Acquire) < requested {
-            core::hint::spin_loop();
+            crate::extensions::relax();
         }
         return;
     }
@@ -284,7 +284,7 @@ pub fn rendezvous() {
         if tsc::now() > deadline {
             break false;
         }
-        core::hint::spin_loop();
+        crate::extensions::relax();
     };
     if !all_stopped {
         let late: Vec<usize> = others
