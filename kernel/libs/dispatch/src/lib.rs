@@ -138,62 +138,76 @@
 //!
 //! # The raise path and the grace period
 //!
-//! Every event keeps, for every CPU, a *slot* on its own cache lines: two
-//! read-write locks (`spin::RwLock`) that both hold an `Arc` of the current
-//! handler list. A list is immutable once published. A raise:
+//! A handler list is immutable once published; installing, removing and the
+//! owner's changes take the event's writer lock (raises never take it),
+//! build a new list (allocation is fine there) and *publish* it, then wait
+//! for a *grace period*: until no raise anywhere can still hold an earlier
+//! list. When `remove` returns, the handler is in no list any raise can
+//! reach and no raise is running it, and dropping the last reference to its
+//! entry drops its closure and state there, in the remover. How raises are
+//! protected depends on the [`Platform`]:
 //!
-//! 1. asks the platform for the CPU index, and adds one to the CPU's raise
-//!    depth in the dispatcher (a plain load and store of that CPU's own line);
-//! 2. read-locks the slot's first lock, or its second if a publisher is
-//!    working on the first: one atomic add on the CPU's own slot;
-//! 3. walks the list (shared cache lines, only read), calls guards and
-//!    handlers, combines results on the stack;
-//! 4. releases the read lock (one atomic subtract) and restores the depth.
+//! **Grace-period read sections** ([`Platform::per_cpu`], the kernel's). The
+//! platform brings a trusted [`CpuIdentity`] (built in `unsafe` code that
+//! promises it names the running CPU and that a raise never moves to another
+//! CPU), and each event holds one `spindle_grace::Published` list. A raise:
 //!
-//! So a raise allocates nothing, takes no lock that another CPU's raise
-//! takes, and writes no cache line but its own CPU's (queuing a deferred
-//! call aside, see below); raises on different CPUs never contend. Clock
-//! reads happen only for measured handlers. On the development host (AMD
-//! EPYC, release build) a raise with no handler costs about 10 ns, with one
-//! guarded handler about 14 ns, against 1.9 ns for an indirect call and
-//! 4.6 ns for the read-lock pair alone (`tests/benchmark.rs`, ignored).
+//! 1. asks the identity for the CPU index and adds one to that CPU's section
+//!    depth (a plain load and store of the CPU's own cache line; the first
+//!    raise after idling also fences);
+//! 2. loads the list pointer (a plain load);
+//! 3. runs the list: for the common *plain* lists (nothing measured, queued,
+//!    switched or replacing the default) from a shape computed at
+//!    publication (no handler, one handler, several) with guards and
+//!    functions inline; otherwise on the general path;
+//! 4. subtracts one from the depth and, if a writer waits for this CPU,
+//!    reports a quiescent state.
 //!
-//! Installing, removing and the owner's changes take the event's writer
-//! lock (raises never take it), build a new list (allocation is fine here)
-//! and *publish* it: for each CPU, for each of its two locks in turn, the
-//! publisher sets the lock's upgrade bit, so new raises on that CPU cannot
-//! enter that lock and use the other one; waits until the raises already
-//! inside have left (the read count drains to zero; it can only go down);
-//! swaps in the new list; releases. When the last lock is done, no raise
-//! anywhere holds an earlier list: each lock was swapped only after the
-//! raises that had it were gone, and every raise that read-locked it later
-//! found the new list. That is the grace period: when `remove` returns, the
-//! handler is in no list any raise can reach and no raise is running it, and
-//! dropping the last reference to its entry drops its closure and state
-//! there, in the remover.
+//! No locked instruction, no fence, no write to a line another CPU writes.
+//! A publisher swaps the pointer and waits until every other CPU has been
+//! seen quiescent after the swap: idle, or reporting a quiescent state (a
+//! locked add: the end of a raise while the writer waits, every timer tick
+//! that did not land inside a raise, the kernel's wait loops, and the
+//! publisher's own wait). Each report is a full fence on its CPU, which is
+//! what lets raises go without one; the argument is in `spindle-grace`. A
+//! removal therefore costs at least one pass of every busy CPU through the
+//! end of a raise or a tick: microseconds when the other CPUs raise or idle,
+//! up to a tick when one runs long code that never raises.
+//!
+//! **Per-CPU read locks** ([`Platform::new`], any CPU function). Every event
+//! keeps, for every CPU, a slot on its own cache lines: two read-write locks
+//! that both hold the current list. A raise read-locks its CPU's slot (the
+//! first lock, or the second if a publisher is working on the first: one
+//! atomic add on the CPU's own line), runs the list, releases (one atomic
+//! subtract). A publisher, for each CPU and each of its two locks in turn,
+//! sets the upgrade bit (new raises use the other lock), waits until the
+//! raises already inside have left, swaps in the new list and releases: when
+//! the last lock is done, no raise holds an earlier list.
+//!
+//! Either way a raise allocates nothing, takes no lock that another CPU's
+//! raise takes, and raises on different CPUs never contend; clock reads
+//! happen only for measured handlers. On the development host (AMD EPYC,
+//! release build, `tests/benchmark.rs`, ignored) a raise with one guarded
+//! handler costs about 10 ns with grace periods and 12 ns with read
+//! locks, against 1.9 ns for an indirect call.
 //!
 //! Why it is correct with nesting, and never blocks or starves:
 //!
-//! * Read locks are shared: a handler that raises (the same event or
-//!   another) and an interrupt that raises on a CPU already inside a raise
-//!   take read locks again. The publisher waits for the read count of a lock
-//!   to reach zero, which includes every nested raise inside it; nested
-//!   raises end in reverse order, so the outermost one ends last and its
-//!   release is the one the publisher waits for.
-//! * A raise never waits for a publisher: one publisher at a time works on
-//!   an event (the writer lock), and it holds at most one of a slot's two
-//!   locks, so a raise finds one readable lock at the first or second try.
-//!   An interrupt arriving while its own CPU publishes raises through the
-//!   other lock.
-//! * A publisher is not starved by a CPU raising in a tight loop: once the
-//!   upgrade bit is set no new raise enters the lock, so the wait is bounded
-//!   by the longest raise already inside. (A single counter of raises in
-//!   progress could be polled at zero only between raises.)
+//! * Sections count and read locks are shared: a handler that raises (the
+//!   same event or another) and an interrupt that raises on a CPU already
+//!   inside a raise open another section (take the read lock again); the
+//!   CPU is quiescent only when the outermost one has ended.
+//! * A raise never waits for a publisher: with grace periods it waits for
+//!   nothing; with read locks one publisher at a time works on an event and
+//!   holds at most one of a slot's two locks.
+//! * A publisher is not starved by a CPU raising in a tight loop: the end of
+//!   every raise reports while a publisher waits (grace periods), and once
+//!   the upgrade bit is set no new raise enters a lock (read locks).
 //! * A CPU inside a raise cannot wait for its own raise to end, so changes
 //!   made there (from a handler, a guard, an overrun callback) are refused
 //!   with [`InstallError::InsideRaise`] / [`RemoveError::InsideRaise`]
-//!   instead of deadlocking; the per-CPU raise depth tells. Make them from
-//!   deferred work ([`Dispatcher::run_deferred`] is outside any raise).
+//!   instead of deadlocking. Make them from deferred work
+//!   ([`Dispatcher::run_deferred`] is outside any raise).
 //!
 //! # Extensions
 //!

@@ -32,6 +32,61 @@ fn nanoseconds_per_call(mut body: impl FnMut(u64) -> u64) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// A function returning CPU 0, called through a pointer like the kernel's
+/// CPU identity.
+fn cpu_zero() -> usize {
+    0
+}
+
+/// One guarded handler and a default behind a pointer.
+struct FloorList {
+    guard: Box<dyn Fn(&u64) -> bool>,
+    handler: Box<dyn Fn(&u64) -> u64>,
+    default: Box<dyn Fn(&u64) -> u64>,
+}
+
+/// What a guarded raise must do at least, hand-written: ask a function for
+/// the CPU, count a read section on its counter, load the list, call the
+/// guard and the handler through pointers, end the section and look whether
+/// a writer waits. The dispatcher's `h1g` raise is measured against it.
+struct Floor {
+    current_cpu: fn() -> usize,
+    depths: Vec<(AtomicU64, std::sync::atomic::AtomicBool)>,
+    list: Box<FloorList>,
+}
+
+impl Floor {
+    fn new() -> Floor {
+        Floor {
+            current_cpu: black_box(cpu_zero),
+            depths: vec![(AtomicU64::new(0), std::sync::atomic::AtomicBool::new(false))],
+            list: Box::new(FloorList {
+                guard: Box::new(|value| *value != u64::MAX),
+                handler: Box::new(|value| value.wrapping_add(1)),
+                default: Box::new(|value| *value),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn raise(&self, value: u64) -> u64 {
+        let (depth, wanted) = &self.depths[(self.current_cpu)()];
+        depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let list = black_box(&*self.list);
+        let result = if (list.guard)(&value) {
+            (list.handler)(&value)
+        } else {
+            (list.default)(&value)
+        };
+        let left = depth.load(Ordering::Relaxed) - 1;
+        depth.store(left, Ordering::Relaxed);
+        if left == 0 && wanted.load(Ordering::Relaxed) {
+            wanted.store(false, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
 #[inline(never)]
 fn add_one(value: u64) -> u64 {
     value.wrapping_add(1)
@@ -88,6 +143,12 @@ fn raise_cost() {
     });
     println!("baseline locked fetch_add   {atomic:6.2} ns");
     println!("baseline read-lock pair     {read_lock:6.2} ns");
+    let floor = Floor::new();
+    let floor_cost = nanoseconds_per_call(|value| floor.raise(value));
+    println!(
+        "floor of a guarded raise    {floor_cost:6.2} ns  ({:.1}x indirect)",
+        floor_cost / indirect
+    );
 
     let cases = [
         ("raise h0 (default only)", 0, false),
