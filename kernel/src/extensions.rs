@@ -108,25 +108,18 @@ fn now_nanoseconds() -> u64 {
 //    `ap_main`).
 // 2. Each index is one CPU; interrupt handlers nest inside what they
 //    interrupt and return to it.
-// 3. A raise stays on its CPU: the scheduler does not run at the end of an
-//    interrupt that came inside a raise (`arch::interrupts`), so a strand is
-//    never preempted or handed back there; a strand that yields, blocks or
-//    exits inside a raise stops the kernel instead of leaving
-//    (`strand::on_interrupt_exit`); and a thread context does not suspend
-//    inside a raise (`arch::thread_context`).
+// 3. A raise stays on its CPU: the scheduler skips its pass at the end of an
+//    interrupt that came inside a raise (`strand::on_interrupt_exit`), so a
+//    strand is never preempted or handed back there, a yield inside a raise
+//    does nothing and a block or exit there stops the kernel; and a thread
+//    context does not suspend inside a raise (`arch::thread_context`).
 const CPU_IDENTITY: CpuIdentity = unsafe { CpuIdentity::new(cpu::current_index) };
 
 /// The dispatcher's view of the machine: raises are grace-period read
-/// sections; waiting installers and removers report this CPU quiescent.
-const PLATFORM: Platform =
-    Platform::per_cpu(CPU_IDENTITY, now_nanoseconds).with_relax(relax_outside_raises);
-
-/// The dispatcher's wait step: this CPU is outside every raise (installers
-/// and removers are refused inside one), so it reports a quiescent state.
-fn relax_outside_raises() {
-    quiescent_state();
-    core::hint::spin_loop();
-}
+/// sections. Its wait step is the kernel's `relax`: a waiting installer or
+/// remover is outside every raise (both are refused inside one), so it
+/// reports this CPU quiescent.
+const PLATFORM: Platform = Platform::per_cpu(CPU_IDENTITY, now_nanoseconds).with_relax(relax);
 
 /// Tells the dispatcher that this CPU is quiescent if it is outside every
 /// raise (ignored inside one, and before `init`). Called at every timer tick

@@ -119,12 +119,9 @@ enum Shape<A: ?Sized, R> {
     General,
     /// No handler: the default alone.
     DefaultOnly,
-    /// One synchronous handler; `before_default` if it is in the `First`
-    /// group (it runs before the default under [`DefaultPolicy::Always`]).
-    One {
-        call: PlainCall<A, R>,
-        before_default: bool,
-    },
+    /// One synchronous handler (before the default under
+    /// [`DefaultPolicy::Always`] if the list's `default_position` is 1).
+    One(PlainCall<A, R>),
     /// Several synchronous handlers, in running order, the first
     /// `default_position` of them before the default.
     Many(Box<[PlainCall<A, R>]>),
@@ -198,10 +195,7 @@ impl<A: ?Sized + 'static, R> HandlerList<A, R> {
         } else if calls.is_empty() {
             Shape::DefaultOnly
         } else if calls.len() == 1 {
-            Shape::One {
-                call: calls.into_iter().next().expect("one call"),
-                before_default: default_position == 1,
-            }
+            Shape::One(calls.into_iter().next().expect("one call"))
         } else {
             Shape::Many(calls.into_boxed_slice())
         };
@@ -463,6 +457,25 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
         }
     }
 
+    /// Runs `raise` on the current handler list and CPU index, inside a
+    /// read section (grace periods) or under the CPU's read lock.
+    #[inline(always)]
+    fn with_list<T>(&self, raise: impl FnOnce(&HandlerList<A, R>, usize) -> T) -> T {
+        match &self.lists {
+            Lists::Published(cell) => {
+                let reading = cell.read_section();
+                raise(reading.value(), reading.cpu())
+            }
+            Lists::Locked(slots) => {
+                let dispatcher = &*self.dispatcher;
+                let cpu = dispatcher.cpu_index();
+                let _scope = dispatcher.enter_raise(cpu);
+                let list = slots[cpu].read();
+                raise(&list, cpu)
+            }
+        }
+    }
+
     /// Runs one raise on `list` (already protected by the caller) on `cpu`.
     #[inline(always)]
     fn raise_on(&self, list: &HandlerList<A, R>, argument: &A, cpu: usize) -> R {
@@ -482,70 +495,62 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
     /// with nothing to measure, queue or switch.
     #[inline(always)]
     fn raise_plain(&self, list: &HandlerList<A, R>, argument: &A) -> Option<R> {
-        let combine = self.combine;
         let default = &list.default_function;
-        let policy = self.default_policy;
-        // The commonest shape first, as a plain branch.
-        if let Shape::One {
-            call,
-            before_default: _,
-        } = &list.shape
-        {
-            if policy == DefaultPolicy::OnlyIfNoHandlerRan {
-                return Some(match call.call(argument) {
-                    Some(result) => result,
-                    None => default(argument),
-                });
-            }
-        }
         match &list.shape {
             Shape::General => None,
             Shape::DefaultOnly => Some(default(argument)),
-            Shape::One {
-                call,
-                before_default,
-            } => Some(match policy {
-                DefaultPolicy::OnlyIfNoHandlerRan => match call.call(argument) {
-                    Some(result) => result,
-                    None => default(argument),
-                },
-                DefaultPolicy::Always if !*before_default => {
-                    let from_default = default(argument);
-                    match call.call(argument) {
-                        Some(result) => fold(combine, Some(from_default), result),
-                        None => Some(from_default),
-                    }
-                    .unwrap_or_else(|| default(argument))
-                }
-                DefaultPolicy::Always | DefaultPolicy::Replaceable => {
-                    let handled = call.call(argument);
-                    fold(combine, handled, default(argument)).unwrap_or_else(|| default(argument))
-                }
-            }),
-            Shape::Many(calls) => {
-                let (before_default, after_default) =
-                    calls.split_at(list.default_position.min(calls.len()));
-                let mut value = None;
-                for call in before_default {
-                    if let Some(result) = call.call(argument) {
-                        value = fold(combine, value, result);
-                    }
-                }
-                if policy == DefaultPolicy::Always {
-                    value = fold(combine, value, default(argument));
-                }
-                for call in after_default {
-                    if let Some(result) = call.call(argument) {
-                        value = fold(combine, value, result);
-                    }
-                }
-                Some(match value {
-                    Some(result) if policy != DefaultPolicy::Replaceable => result,
-                    Some(result) => fold(combine, Some(result), default(argument))
-                        .unwrap_or_else(|| default(argument)),
-                    None => default(argument),
-                })
+            // The commonest case: one handler, with the default as fallback.
+            Shape::One(call) if self.default_policy == DefaultPolicy::OnlyIfNoHandlerRan => {
+                Some(call.call(argument).unwrap_or_else(|| default(argument)))
             }
+            Shape::One(call) => {
+                Some(self.run_plain_calls(core::slice::from_ref(call), list, argument))
+            }
+            Shape::Many(calls) => Some(self.run_plain_calls(calls, list, argument)),
+        }
+    }
+
+    /// Runs `calls` (`list`'s plain calls, in running order) and the default
+    /// handler where the policy says, combining the results: the general
+    /// path's order and rules, with nothing to measure, queue or switch.
+    #[inline(always)]
+    fn run_plain_calls(
+        &self,
+        calls: &[PlainCall<A, R>],
+        list: &HandlerList<A, R>,
+        argument: &A,
+    ) -> R {
+        let combine = self.combine;
+        let policy = self.default_policy;
+        let default = &list.default_function;
+        let (before_default, after_default) =
+            calls.split_at(list.default_position.min(calls.len()));
+        let mut value = None;
+        for call in before_default {
+            if let Some(result) = call.call(argument) {
+                value = fold(combine, value, result);
+            }
+        }
+        if policy == DefaultPolicy::Always {
+            value = fold(combine, value, default(argument));
+        }
+        for call in after_default {
+            if let Some(result) = call.call(argument) {
+                value = fold(combine, value, result);
+            }
+        }
+        // As on the general path; no plain handler replaces the default.
+        let fallback = match policy {
+            DefaultPolicy::Always => false,
+            DefaultPolicy::OnlyIfNoHandlerRan => value.is_none(),
+            DefaultPolicy::Replaceable => true,
+        };
+        if fallback {
+            value = fold(combine, value, default(argument));
+        }
+        match value {
+            Some(result) => result,
+            None => default(argument),
         }
     }
 
@@ -969,19 +974,7 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
     #[inline]
     pub fn raise(&self, argument: &A) -> R {
         let inner = &*self.inner;
-        match &inner.lists {
-            Lists::Published(cell) => {
-                let reading = cell.read_section();
-                inner.raise_on(reading.value(), argument, reading.cpu())
-            }
-            Lists::Locked(slots) => {
-                let dispatcher = &*inner.dispatcher;
-                let cpu = dispatcher.cpu_index();
-                let _scope = dispatcher.enter_raise(cpu);
-                let list = slots[cpu].read();
-                inner.raise_on(&list, argument, cpu)
-            }
-        }
+        inner.with_list(|list, cpu| inner.raise_on(list, argument, cpu))
     }
 
     /// Raises the event like [`raise`](Event::raise), handing the results to
@@ -989,19 +982,7 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
     /// [`Combine::All`], the one combined result otherwise.
     pub fn raise_each(&self, argument: &A, mut sink: impl FnMut(R)) {
         let inner = &*self.inner;
-        match &inner.lists {
-            Lists::Published(cell) => {
-                let reading = cell.read_section();
-                inner.raise_each_on(reading.value(), argument, reading.cpu(), &mut sink);
-            }
-            Lists::Locked(slots) => {
-                let dispatcher = &*inner.dispatcher;
-                let cpu = dispatcher.cpu_index();
-                let _scope = dispatcher.enter_raise(cpu);
-                let list = slots[cpu].read();
-                inner.raise_each_on(&list, argument, cpu, &mut sink);
-            }
-        }
+        inner.with_list(|list, cpu| inner.raise_each_on(list, argument, cpu, &mut sink));
     }
 
     /// Asks to install `handler` for `domain`. The owner's authorization
