@@ -43,7 +43,8 @@ fn expect_nothing_lost(report: &spindle_tests::RunReport, label: &str) {
     assert_eq!(
         report.document["ejections"].as_array().map(Vec::len),
         Some(0),
-        "{label}"
+        "{label}: {}",
+        report.document["ejections"]
     );
 }
 
@@ -53,7 +54,9 @@ fn every_policy_runs_mixed_at_one_two_and_four_cpus_losing_nothing() {
         for policy in POLICIES {
             let report = boot_with(
                 smp,
-                &format!("bench=mixed mixed_ms=200 sched={policy} watchdog_ms=30000"),
+                &format!(
+                    "bench=mixed mixed_ms=200 sched={policy} watchdog_ms=30000 budget_ms=2000"
+                ),
                 TIMEOUT,
             );
             let label = format!("{policy} at -smp {smp}");
@@ -86,7 +89,7 @@ fn stride_gives_the_trio_its_three_two_one_shares_within_five_percent() {
     // Like the EDF test below, this runs under TCG.
     let report = boot_tcg(
         2,
-        "bench=mixed mixed_ms=1000 sched=stride watchdog_ms=30000",
+        "bench=mixed mixed_ms=1000 sched=stride watchdog_ms=30000 budget_ms=2000",
         TIMEOUT,
     );
     expect_nothing_lost(&report, "stride");
@@ -100,7 +103,7 @@ fn round_robin_ignores_tickets() {
     // makes the stride figure above mean something.
     let report = boot_with(
         2,
-        "bench=mixed mixed_ms=1000 sched=rr watchdog_ms=30000",
+        "bench=mixed mixed_ms=1000 sched=rr watchdog_ms=30000 budget_ms=2000",
         TIMEOUT,
     );
     expect_nothing_lost(&report, "rr");
@@ -125,7 +128,7 @@ fn edf_meets_every_deadline_of_a_feasible_periodic_set() {
     for _ in 0..2 {
         let report = boot_tcg(
             2,
-            "bench=mixed mixed_ms=1000 sched=edf watchdog_ms=30000",
+            "bench=mixed mixed_ms=1000 sched=edf watchdog_ms=30000 budget_ms=2000",
             TIMEOUT,
         );
         expect_nothing_lost(&report, "edf");
@@ -148,7 +151,7 @@ fn edf_reports_the_misses_of_an_infeasible_periodic_set() {
     // meet it. EDF keeps running it, loses nothing, and reports the misses.
     let report = boot_tcg(
         2,
-        "bench=mixed mixed_ms=1000 sched=edf mixed_job_us=12000 watchdog_ms=30000",
+        "bench=mixed mixed_ms=1000 sched=edf mixed_job_us=12000 watchdog_ms=30000 budget_ms=2000",
         TIMEOUT,
     );
     expect_nothing_lost(&report, "edf");

@@ -16,7 +16,7 @@ const POLICIES: [&str; 7] = [
 fn run(smp: u32, policy: &str) -> RunReport {
     let report = boot_tcg(
         smp,
-        &format!("bench=tsc tsc_samples=1 selftest=processors sched={policy} watchdog_ms=30000"),
+        &format!("bench=tsc tsc_samples=1 selftest=processors sched={policy} watchdog_ms=30000 budget_ms=2000"),
         TIMEOUT,
     );
     expect_status(&report, ExitStatusKind::Ok);

@@ -15,10 +15,12 @@ fn run_strands(smp: u32, policy: &str, count: u64) {
         smp,
         // The watchdog bound is raised to sched_ext's 30 s: these runs test
         // that every policy completes its strands, and on a slow hypervisor a
-        // strand may wait seconds (the ejection tests are in swaps.rs).
+        // strand may wait seconds (the ejection tests are in swaps.rs). The
+        // policy call budget is raised to 2 s likewise: a call spinning on a
+        // lock whose holder's virtual CPU is descheduled can pass 100 ms.
         &format!(
             "bench=tsc tsc_samples=1 selftest=strands strand_count={count} sched={policy} \
-             watchdog_ms=30000"
+             watchdog_ms=30000 budget_ms=2000"
         ),
         Duration::from_secs(180),
     );
@@ -108,7 +110,7 @@ fn an_unknown_policy_is_refused() {
 fn tickless_off_keeps_every_cpu_ticking() {
     let report = boot_with(
         2,
-        "bench=tsc tsc_samples=1 selftest=strands strand_count=8 tickless=off watchdog_ms=30000",
+        "bench=tsc tsc_samples=1 selftest=strands strand_count=8 tickless=off watchdog_ms=30000 budget_ms=2000",
         Duration::from_secs(180),
     );
     expect_status(&report, ExitStatusKind::Ok);
@@ -120,7 +122,7 @@ fn tickless_off_keeps_every_cpu_ticking() {
 fn run_strand_operations(smp: u32, policy: &str) -> serde_json::Value {
     let report = boot_with(
         smp,
-        &format!("bench=tsc tsc_samples=1 selftest=strand-ops sched={policy} watchdog_ms=30000"),
+        &format!("bench=tsc tsc_samples=1 selftest=strand-ops sched={policy} watchdog_ms=30000 budget_ms=2000"),
         Duration::from_secs(240),
     );
     expect_status(&report, ExitStatusKind::Ok);

@@ -24,7 +24,7 @@ fn scalar(report: &RunReport, name: &str) -> u64 {
 fn expect_threads_kept_their_count(smp: u32) {
     let report = run(
         smp,
-        "bench=tsc tsc_samples=1 selftest=uthreads thread_count=3000 watchdog_ms=30000",
+        "bench=tsc tsc_samples=1 selftest=uthreads thread_count=3000 watchdog_ms=30000 budget_ms=2000",
     );
     // Every thread was spawned, ran and was joined.
     assert_eq!(scalar(&report, "uthreads.threads"), 3000, "-smp {smp}");
@@ -108,7 +108,7 @@ fn expect_activation_invariants(report: &RunReport, context: &str) {
 fn expect_activations_kept_their_count(smp: u32) {
     let report = run(
         smp,
-        "bench=tsc tsc_samples=1 selftest=activations thread_count=3000 watchdog_ms=30000",
+        "bench=tsc tsc_samples=1 selftest=activations thread_count=3000 watchdog_ms=30000 budget_ms=2000",
     );
     let context = format!("-smp {smp}");
     assert_eq!(scalar(&report, "activations.threads"), 3000, "{context}");
