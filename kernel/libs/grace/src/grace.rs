@@ -73,6 +73,9 @@ impl core::fmt::Debug for Grace {
 pub struct ReadSection<'grace> {
     grace: &'grace Grace,
     cpu: usize,
+    /// The CPU's state (`grace.cpus[cpu]`), kept so that leaving does not
+    /// index again.
+    state: &'grace CpuGrace,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -102,7 +105,7 @@ impl ReadSection<'_> {
 impl Drop for ReadSection<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.grace.leave(self.cpu);
+        self.grace.leave(self.state);
     }
 }
 
@@ -135,7 +138,7 @@ impl Grace {
     #[inline]
     pub fn current_cpu(&self) -> usize {
         let cpu = match self.identity.kind {
-            IdentityKind::Trusted(current_cpu) => current_cpu(),
+            IdentityKind::Trusted(source) => source.current(),
             #[cfg(any(test, feature = "std"))]
             IdentityKind::HostThreads => crate::identity::thread_cpu(),
         };
@@ -170,15 +173,16 @@ impl Grace {
         ReadSection {
             grace: self,
             cpu,
+            state,
             _not_send: PhantomData,
         }
     }
 
-    /// Ends a read section on `cpu` (the one it began on).
+    /// Ends a read section on the CPU whose state is `state` (the one it
+    /// began on).
     #[inline]
-    fn leave(&self, cpu: usize) {
+    fn leave(&self, state: &CpuGrace) {
         compiler_fence(Ordering::SeqCst);
-        let state = &self.cpus[cpu];
         let depth = state.depth.load(Ordering::Relaxed) - 1;
         state.depth.store(depth, Ordering::Relaxed);
         if depth != 0 {

@@ -4,6 +4,10 @@
 ///
 /// * [`CpuIdentity::new`] (the kernel): a function returning the current
 ///   CPU's index, trusted, which is why building one is `unsafe`.
+/// * [`CpuIdentity::gs_relative`] (the kernel, x86_64): the index read from
+///   the CPU's own per-CPU block through the GS segment, one load inlined
+///   into every read section instead of a call; `unsafe` for the same
+///   reason.
 /// * [`CpuIdentity::one_thread`] (host benchmarks and examples): CPU 0, for
 ///   the first thread of the process that uses it; any other thread panics.
 /// * [`CpuIdentity::host_threads`] (host tests): each thread says which CPU it
@@ -19,11 +23,82 @@ pub struct CpuIdentity {
 /// The two ways of knowing the CPU.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum IdentityKind {
-    /// A trusted function of the kernel (or a checked single thread).
-    Trusted(fn() -> usize),
+    /// A trusted source of the kernel (or a checked single thread).
+    Trusted(Source),
     /// Host threads playing CPUs, each claiming its CPU while it reads.
     #[cfg(any(test, feature = "std"))]
     HostThreads,
+}
+
+/// Where a trusted identity reads the CPU index.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    /// A call of the kernel's function.
+    Function(fn() -> usize),
+    /// The `u32` at `offset` in the block the GS base points at (inlined);
+    /// `function` reads the same word, for callers that need a function.
+    #[cfg(target_arch = "x86_64")]
+    GsWord {
+        offset: u32,
+        function: fn() -> usize,
+    },
+}
+
+impl Source {
+    /// The calling CPU's index.
+    #[inline(always)]
+    pub(crate) fn current(self) -> usize {
+        match self {
+            Source::Function(current_cpu) => current_cpu(),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a `GsWord` source is only built by
+            // `CpuIdentity::gs_relative`, whose caller promised that the GS
+            // base of every CPU using it points at a block whose `u32` at
+            // `offset` is readable and holds that CPU's index.
+            Source::GsWord { offset, .. } => unsafe { read_gs_u32(offset) },
+        }
+    }
+
+    /// The same index as a function.
+    const fn function(self) -> fn() -> usize {
+        match self {
+            Source::Function(current_cpu) => current_cpu,
+            #[cfg(target_arch = "x86_64")]
+            Source::GsWord { function, .. } => function,
+        }
+    }
+}
+
+/// Reads the `u32` at `offset` from the GS segment.
+///
+/// # Safety
+///
+/// The GS base plus `offset` must address a readable, aligned `u32`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn read_gs_u32(offset: u32) -> usize {
+    let value: u32;
+    // SAFETY: the caller guarantees that `gs:[offset]` is a readable,
+    // aligned u32; the load writes nothing and touches neither the stack nor
+    // the flags.
+    unsafe {
+        core::arch::asm!(
+            "mov {value:e}, dword ptr gs:[{offset}]",
+            value = out(reg) value,
+            offset = in(reg) u64::from(offset),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    value as usize
+}
+
+/// [`read_gs_u32`] at a fixed offset, as a function pointer.
+#[cfg(target_arch = "x86_64")]
+fn gs_word<const OFFSET: u32>() -> usize {
+    // SAFETY: only reachable through an identity built by
+    // `CpuIdentity::gs_relative::<OFFSET>`, whose caller promised that
+    // `gs:[OFFSET]` is this CPU's index on every CPU that uses it.
+    unsafe { read_gs_u32(OFFSET) }
 }
 
 impl CpuIdentity {
@@ -42,14 +117,38 @@ impl CpuIdentity {
     ///    does not block) while it holds a [`ReadSection`](crate::ReadSection).
     pub const unsafe fn new(current_cpu: fn() -> usize) -> CpuIdentity {
         CpuIdentity {
-            kind: IdentityKind::Trusted(current_cpu),
+            kind: IdentityKind::Trusted(Source::Function(current_cpu)),
+        }
+    }
+
+    /// The identity read from the GS segment: the `u32` at `OFFSET` in the
+    /// block the calling CPU's GS base points at. Every read section loads
+    /// it inline (`mov r32, gs:[OFFSET]`), with no call.
+    ///
+    /// # Safety
+    ///
+    /// 1. On every CPU that uses a [`Grace`](crate::Grace) with this
+    ///    identity, from before its first use there until the grace domain
+    ///    is dropped, the GS base points at a block of readable memory whose
+    ///    aligned `u32` at `OFFSET` holds that CPU's index, and nothing
+    ///    changes either while the CPU runs code that may use the identity.
+    ///    Interrupt handlers see the same GS base (a kernel that runs only
+    ///    in ring 0 and never executes `swapgs`).
+    /// 2. and 3.: the promises of [`CpuIdentity::new`].
+    #[cfg(target_arch = "x86_64")]
+    pub const unsafe fn gs_relative<const OFFSET: u32>() -> CpuIdentity {
+        CpuIdentity {
+            kind: IdentityKind::Trusted(Source::GsWord {
+                offset: OFFSET,
+                function: gs_word::<OFFSET>,
+            }),
         }
     }
 
     /// The function that names the calling CPU under this identity.
     pub const fn current_function(self) -> fn() -> usize {
         match self.kind {
-            IdentityKind::Trusted(current_cpu) => current_cpu,
+            IdentityKind::Trusted(source) => source.function(),
             #[cfg(any(test, feature = "std"))]
             IdentityKind::HostThreads => thread_cpu,
         }
@@ -106,7 +205,7 @@ mod host {
         /// benchmarks and examples, which then run the kernel's raise path.
         pub const fn one_thread() -> CpuIdentity {
             CpuIdentity {
-                kind: IdentityKind::Trusted(one_thread_cpu),
+                kind: IdentityKind::Trusted(super::Source::Function(one_thread_cpu)),
             }
         }
 

@@ -59,7 +59,12 @@ const WAIT: Duration = Duration::from_millis(100);
 
 #[test]
 fn a_writer_waits_for_a_section_open_at_the_swap_and_the_old_value_outlives_it() {
-    let grace = trusted(2);
+    writer_waits_for_the_open_section(trusted(2), set_cpu);
+}
+
+/// The test above with `grace` (two CPUs), whose threads take their CPU
+/// with `play`.
+fn writer_waits_for_the_open_section(grace: Arc<Grace>, play: fn(usize)) {
     let drops = Arc::new(AtomicUsize::new(0));
     let cell = Arc::new(Published::new(Canary::new(1, &drops), Arc::clone(&grace)));
     let (opened, opened_seen) = mpsc::channel();
@@ -67,7 +72,7 @@ fn a_writer_waits_for_a_section_open_at_the_swap_and_the_old_value_outlives_it()
     let reader = {
         let (grace, cell) = (Arc::clone(&grace), Arc::clone(&cell));
         thread::spawn(move || {
-            set_cpu(1);
+            play(1);
             let section = grace.read();
             let value = cell.read(&section);
             opened.send(()).unwrap();
@@ -84,7 +89,7 @@ fn a_writer_waits_for_a_section_open_at_the_swap_and_the_old_value_outlives_it()
         let (cell, replaced, drops) =
             (Arc::clone(&cell), Arc::clone(&replaced), Arc::clone(&drops));
         thread::spawn(move || {
-            set_cpu(0);
+            play(0);
             let old = cell.replace(Canary::new(2, &drops), thread::yield_now);
             replaced.store(true, Ordering::SeqCst);
             old.generation
@@ -107,7 +112,7 @@ fn a_writer_waits_for_a_section_open_at_the_swap_and_the_old_value_outlives_it()
         1,
         "the old value is dropped once, after"
     );
-    set_cpu(0);
+    play(0);
     let section = grace.read();
     assert_eq!(cell.read(&section).generation, 2);
 }
@@ -364,4 +369,64 @@ fn the_one_thread_identity_refuses_a_second_thread() {
         other.join().is_err(),
         "a second thread used the one-thread identity"
     );
+}
+
+/// Linux on x86_64: points the calling thread's GS base at a block whose
+/// `u32` at [`GS_OFFSET`] is `cpu`, as the kernel's per-CPU blocks do.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn bind_gs(cpu: usize) {
+    const SYS_ARCH_PRCTL: u64 = 158;
+    const ARCH_SET_GS: u64 = 0x1001;
+    let block: &'static [u32; 4] = Box::leak(Box::new([u32::MAX, cpu as u32, u32::MAX, 0]));
+    let result: i64;
+    // SAFETY: arch_prctl(ARCH_SET_GS) changes only this thread's GS base,
+    // which nothing in a Linux x86_64 process uses (TLS is FS-based); the
+    // `syscall` instruction clobbers rcx and r11, declared here.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => result,
+            in("rdi") ARCH_SET_GS,
+            in("rsi") block.as_ptr() as u64,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    assert_eq!(result, 0, "arch_prctl(ARCH_SET_GS) failed");
+}
+
+/// Where [`bind_gs`]'s blocks keep the CPU index.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+const GS_OFFSET: u32 = 4;
+
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn the_gs_relative_identity_reads_each_cpus_own_block() {
+    // SAFETY: each thread below binds its GS base to its own block
+    // (`bind_gs`) before it uses the identity, the two threads play distinct
+    // CPUs, and read sections are not `Send`.
+    let identity = unsafe { CpuIdentity::gs_relative::<GS_OFFSET>() };
+    let seen: Vec<(usize, usize, usize)> = (0..3)
+        .map(|cpu| {
+            thread::spawn(move || {
+                bind_gs(cpu);
+                let grace = Grace::new(identity, 3);
+                let section = grace.read();
+                let inside = grace.inside_read();
+                let read = (
+                    grace.current_cpu(),
+                    identity.current_function()(),
+                    section.cpu(),
+                );
+                drop(section);
+                assert!(inside && !grace.inside_read());
+                read
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(seen, [(0, 0, 0), (1, 1, 1), (2, 2, 2)]);
+    writer_waits_for_the_open_section(Arc::new(Grace::new(identity, 2)), bind_gs);
 }
