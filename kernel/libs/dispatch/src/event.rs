@@ -12,9 +12,9 @@ use crate::accounting::{Measurement, OverrunCallback, OverrunReport};
 use crate::dispatcher::{lock_with, Backoff, Dispatcher, DispatcherInner};
 use crate::error::{InstallError, RemoveError};
 use crate::handler::{
-    Authorization, Entry, EntryBody, EventControl, ExtensionSwitch, Guard, Handler, HandlerBody,
-    HandlerFunction, HandlerHandle, HandlerInfo, InstallRequest, Order, SharedFunction,
-    SharedGuard,
+    Authorization, Entry, EntryBody, EventControl, ExtensionSwitch, FusedFunction, Guard, Handler,
+    HandlerBody, HandlerFunction, HandlerHandle, HandlerInfo, InstallRequest, Order,
+    SharedFunction, SharedGuard,
 };
 use crate::identity::{DomainId, HandlerId};
 use crate::padded::CachePadded;
@@ -114,25 +114,35 @@ struct HandlerList<A: ?Sized, R> {
 /// The plain shapes of a handler list, precomputed when it is published so
 /// that a raise follows as few pointers as a hand-written call would: the
 /// event's list, then the handler's guard and function, stored inline.
+#[repr(u8)]
 enum Shape<A: ?Sized, R> {
     /// Something to measure, queue, switch or replace: the general path.
     General,
     /// No handler: the default alone.
     DefaultOnly,
-    /// One synchronous handler (before the default under
-    /// [`DefaultPolicy::Always`] if the list's `default_position` is 1).
-    One(PlainCall<A, R>),
-    /// Several synchronous handlers, in running order, the first
+    /// One synchronous handler on an event whose default runs only if no
+    /// handler ran (the commonest case: one call, the default as fallback).
+    OneOrDefault(PlainCall<A, R>),
+    /// One or more synchronous handlers, in running order, the first
     /// `default_position` of them before the default.
     Many(Box<[PlainCall<A, R>]>),
 }
 
 /// One handler as the plain shapes call it.
 struct PlainCall<A: ?Sized, R> {
-    /// The owner's and the installer's guards, composed into one (the
-    /// owner's first) when there are both.
+    /// The guards evaluated before `body`: the owner's and the installer's,
+    /// composed into one (the owner's first) when there are both; only the
+    /// owner's when the installer's is fused into `body`.
     guard: Option<SharedGuard<A>>,
-    function: SharedFunction<A, R>,
+    body: PlainBody<A, R>,
+}
+
+/// What a plain call runs once its guard accepts.
+enum PlainBody<A: ?Sized, R> {
+    /// The handler's function.
+    Function(SharedFunction<A, R>),
+    /// The installer's guard and the function in one call.
+    Fused(FusedFunction<A, R>),
 }
 
 impl<A: ?Sized + 'static, R> PlainCall<A, R> {
@@ -141,6 +151,12 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
         let EntryBody::Synchronous(function) = &entry.body else {
             return None;
         };
+        if let Some(fused) = &entry.fused {
+            return Some(PlainCall {
+                guard: entry.imposed_guard.clone(),
+                body: PlainBody::Fused(Arc::clone(fused)),
+            });
+        }
         let guard = match (&entry.imposed_guard, &entry.installer_guard) {
             (None, None) => None,
             (Some(guard), None) | (None, Some(guard)) => Some(Arc::clone(guard)),
@@ -153,11 +169,11 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
         };
         Some(PlainCall {
             guard,
-            function: Arc::clone(function),
+            body: PlainBody::Function(Arc::clone(function)),
         })
     }
 
-    /// Calls the function if the guard accepts.
+    /// Calls the function if the guards accept.
     #[inline(always)]
     fn call(&self, argument: &A) -> Option<R> {
         if let Some(guard) = &self.guard {
@@ -165,7 +181,10 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
                 return None;
             }
         }
-        Some((self.function)(argument))
+        match &self.body {
+            PlainBody::Function(function) => Some(function(argument)),
+            PlainBody::Fused(fused) => fused(argument),
+        }
     }
 }
 
@@ -174,6 +193,7 @@ impl<A: ?Sized + 'static, R> HandlerList<A, R> {
     fn build(
         entries: &[Arc<Entry<A, R>>],
         default: &Arc<DefaultHandler<A, R>>,
+        policy: DefaultPolicy,
     ) -> HandlerList<A, R> {
         let plain = default.measurement.is_none()
             && entries.iter().all(|entry| {
@@ -194,8 +214,8 @@ impl<A: ?Sized + 'static, R> HandlerList<A, R> {
             Shape::General
         } else if calls.is_empty() {
             Shape::DefaultOnly
-        } else if calls.len() == 1 {
-            Shape::One(calls.into_iter().next().expect("one call"))
+        } else if calls.len() == 1 && policy == DefaultPolicy::OnlyIfNoHandlerRan {
+            Shape::OneOrDefault(calls.into_iter().next().expect("one call"))
         } else {
             Shape::Many(calls.into_boxed_slice())
         };
@@ -444,7 +464,11 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
     /// no raise anywhere can still be using an earlier list: each lock was
     /// replaced only after the raises inside it had left.
     fn publish(&self, state: &WriterState<A, R>) {
-        let list = Arc::new(HandlerList::build(&state.entries, &state.default));
+        let list = Arc::new(HandlerList::build(
+            &state.entries,
+            &state.default,
+            self.default_policy,
+        ));
         let relax = self.platform.relax;
         match &self.lists {
             Lists::Published(cell) => drop(cell.replace(list, relax)),
@@ -466,22 +490,44 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
                 let reading = cell.read_section();
                 raise(reading.value(), reading.cpu())
             }
-            Lists::Locked(slots) => {
-                let dispatcher = &*self.dispatcher;
-                let cpu = dispatcher.cpu_index();
-                let _scope = dispatcher.enter_raise(cpu);
-                let list = slots[cpu].read();
-                raise(&list, cpu)
-            }
+            Lists::Locked(slots) => Self::with_locked_list(&self.dispatcher, slots, raise),
         }
     }
 
-    /// Runs one raise on `list` (already protected by the caller) on `cpu`.
+    /// [`with_list`](EventInner::with_list) under read locks, out of line so
+    /// that the grace-period path inlines `raise`.
+    #[inline(never)]
+    fn with_locked_list<T>(
+        dispatcher: &DispatcherInner,
+        slots: &[CachePadded<CpuSlot<A, R>>],
+        raise: impl FnOnce(&HandlerList<A, R>, usize) -> T,
+    ) -> T {
+        let cpu = dispatcher.cpu_index();
+        let _scope = dispatcher.enter_raise(cpu);
+        let list = slots[cpu].read();
+        raise(&list, cpu)
+    }
+
+    /// A raise under read locks (see [`with_list`](EventInner::with_list)).
+    #[inline(never)]
+    fn raise_locked(&self, argument: &A) -> R {
+        self.with_list(|list, cpu| self.raise_on(list, argument, cpu))
+    }
+
+    /// Runs one raise on `list` (already protected by the caller) on `cpu`:
+    /// a plain shape inline, anything else out of line, so that the plain
+    /// raise stays small enough to be inlined into its caller.
     #[inline(always)]
     fn raise_on(&self, list: &HandlerList<A, R>, argument: &A, cpu: usize) -> R {
-        if let Some(result) = self.raise_plain(list, argument) {
-            return result;
+        match self.raise_plain(list, argument) {
+            Some(result) => result,
+            None => self.raise_general(list, argument, cpu),
         }
+    }
+
+    /// The general path of [`raise_on`](EventInner::raise_on).
+    #[inline(never)]
+    fn raise_general(&self, list: &HandlerList<A, R>, argument: &A, cpu: usize) -> R {
         let mut combiner = Combiner::new(self.combine, None::<&mut fn(R)>);
         self.run_handlers(argument, list, cpu, &mut combiner);
         match combiner.value {
@@ -496,24 +542,24 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
     #[inline(always)]
     fn raise_plain(&self, list: &HandlerList<A, R>, argument: &A) -> Option<R> {
         let default = &list.default_function;
+        // The commonest shape is tested first, on its own, rather than
+        // through a jump table.
+        if let Shape::OneOrDefault(call) = &list.shape {
+            return Some(call.call(argument).unwrap_or_else(|| default(argument)));
+        }
         match &list.shape {
-            Shape::General => None,
+            Shape::OneOrDefault(_) => unreachable!("tested above"),
             Shape::DefaultOnly => Some(default(argument)),
-            // The commonest case: one handler, with the default as fallback.
-            Shape::One(call) if self.default_policy == DefaultPolicy::OnlyIfNoHandlerRan => {
-                Some(call.call(argument).unwrap_or_else(|| default(argument)))
-            }
-            Shape::One(call) => {
-                Some(self.run_plain_calls(core::slice::from_ref(call), list, argument))
-            }
             Shape::Many(calls) => Some(self.run_plain_calls(calls, list, argument)),
+            Shape::General => None,
         }
     }
 
     /// Runs `calls` (`list`'s plain calls, in running order) and the default
     /// handler where the policy says, combining the results: the general
-    /// path's order and rules, with nothing to measure, queue or switch.
-    #[inline(always)]
+    /// path's order and rules, with nothing to measure, queue or switch. Out
+    /// of line: the loop would keep the commonest shapes from being inlined.
+    #[inline(never)]
     fn run_plain_calls(
         &self,
         calls: &[PlainCall<A, R>],
@@ -673,6 +719,7 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
             replaces_default: handler.replaces_default,
             imposed_guard: imposed_guard.map(Arc::from),
             installer_guard: handler.guard.map(Arc::from),
+            fused: handler.fused,
             body,
             measurement,
             switch,
@@ -895,7 +942,7 @@ impl<A: ?Sized + 'static, R: 'static> EventBuilder<A, R> {
             function: Arc::from(self.default),
             measurement,
         });
-        let empty = Arc::new(HandlerList::build(&[], &default));
+        let empty = Arc::new(HandlerList::build(&[], &default, self.default_policy));
         let lists = match &dispatcher.grace {
             Some(grace) => Lists::Published(Published::new(empty, Arc::clone(grace))),
             None => Lists::Locked(
@@ -971,10 +1018,18 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
     /// owner's [`DefaultPolicy`] says, and returns the results combined as
     /// the owner's [`Combine`] says. Allocates nothing and takes no lock
     /// shared with other CPUs.
-    #[inline]
+    #[inline(always)]
     pub fn raise(&self, argument: &A) -> R {
         let inner = &*self.inner;
-        inner.with_list(|list, cpu| inner.raise_on(list, argument, cpu))
+        // The grace-period path written out rather than through `with_list`,
+        // so that the plain raise is inlined here instead of called.
+        match &inner.lists {
+            Lists::Published(cell) => {
+                let reading = cell.read_section();
+                inner.raise_on(reading.value(), argument, reading.cpu())
+            }
+            Lists::Locked(_) => inner.raise_locked(argument),
+        }
     }
 
     /// Raises the event like [`raise`](Event::raise), handing the results to

@@ -5,7 +5,9 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use spindle_dispatch::{Combine, DefaultPolicy, DomainId, Event, EventOwner, Handler, Order};
+use spindle_dispatch::{
+    Authorization, Combine, DefaultPolicy, DomainId, Event, EventOwner, Handler, Order,
+};
 
 const INSTALLER: DomainId = DomainId(1);
 const DEFAULT_RESULT: u32 = 100;
@@ -240,12 +242,14 @@ fn an_unsized_argument_is_passed_by_reference() {
 
 /// Installs handlers `(order, result, guarded)` on an event with the given
 /// choices; `measured` switches accounting on, which sends every raise down
-/// the general path instead of a plain shape.
+/// the general path instead of a plain shape; `fused` installs the guarded
+/// handlers with `Handler::guarded` instead of `Handler::new(..).guard(..)`.
 fn event_with_handlers(
     combine: Combine<u32>,
     policy: DefaultPolicy,
     handlers: &[(Order, u32, bool)],
     measured: bool,
+    fused: bool,
 ) -> (
     Event<u32, u32>,
     EventOwner<u32, u32>,
@@ -262,14 +266,15 @@ fn event_with_handlers(
     let handles = handlers
         .iter()
         .map(|&(order, result, guarded)| {
-            let handler = Handler::new(move |argument: &u32| result + argument).order(order);
+            let function = move |argument: &u32| result + argument;
             // The guard refuses odd arguments.
-            let handler = if guarded {
-                handler.guard(|argument: &u32| argument.is_multiple_of(2))
-            } else {
-                handler
+            let even = |argument: &u32| argument.is_multiple_of(2);
+            let handler = match (guarded, fused) {
+                (false, _) => Handler::new(function),
+                (true, false) => Handler::new(function).guard(even),
+                (true, true) => Handler::guarded(even, function),
             };
-            event.install(INSTALLER, handler).unwrap()
+            event.install(INSTALLER, handler.order(order)).unwrap()
         })
         .collect();
     (event, owner, handles)
@@ -306,25 +311,67 @@ fn plain_shapes_give_the_same_results_as_the_general_path() {
     for combine in combines {
         for policy in policies {
             for handlers in &handler_sets {
-                let (plain, _plain_owner, _plain_handles) =
-                    event_with_handlers(combine, policy, handlers, false);
                 let (general, _general_owner, _general_handles) =
-                    event_with_handlers(combine, policy, handlers, true);
-                for argument in [0u32, 1, 2, 7] {
-                    assert_eq!(
-                        plain.raise(&argument),
-                        general.raise(&argument),
-                        "{combine:?} {policy:?} {handlers:?} argument {argument}"
-                    );
-                    assert_eq!(
-                        all_results(&plain, argument),
-                        all_results(&general, argument),
-                        "{combine:?} {policy:?} {handlers:?} argument {argument}"
-                    );
-                    compared += 1;
+                    event_with_handlers(combine, policy, handlers, true, false);
+                for fused in [false, true] {
+                    let (plain, _plain_owner, _plain_handles) =
+                        event_with_handlers(combine, policy, handlers, false, fused);
+                    for argument in [0u32, 1, 2, 7] {
+                        let case = format!(
+                            "{combine:?} {policy:?} {handlers:?} fused {fused} argument {argument}"
+                        );
+                        assert_eq!(plain.raise(&argument), general.raise(&argument), "{case}");
+                        assert_eq!(
+                            all_results(&plain, argument),
+                            all_results(&general, argument),
+                            "{case}"
+                        );
+                        compared += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(compared, 4 * 3 * 7 * 4);
+    assert_eq!(compared, 4 * 3 * 7 * 2 * 4);
+}
+
+#[test]
+fn a_fused_guard_still_runs_after_the_owners_imposed_guard() {
+    for measured in [false, true] {
+        let dispatcher = common::dispatcher(1);
+        let (event, _owner) = dispatcher
+            .event::<u32, u32>("numbers", |_| DEFAULT_RESULT)
+            .accounting(measured)
+            .authorize(|_| Authorization::with_guard(|argument: &u32| *argument < 10))
+            .create();
+        let _handle = event
+            .install(
+                INSTALLER,
+                Handler::guarded(
+                    |argument: &u32| argument.is_multiple_of(2),
+                    |argument| argument + 100,
+                ),
+            )
+            .unwrap();
+        let results: Vec<u32> = [2u32, 3, 12, 13].iter().map(|a| event.raise(a)).collect();
+        assert_eq!(
+            results,
+            [102, DEFAULT_RESULT, DEFAULT_RESULT, DEFAULT_RESULT],
+            "measured {measured}: both guards must accept"
+        );
+    }
+}
+
+#[test]
+fn a_guard_given_after_guarded_replaces_the_fused_one() {
+    let dispatcher = common::dispatcher(1);
+    let (event, _owner) = dispatcher
+        .event::<u32, u32>("numbers", |_| DEFAULT_RESULT)
+        .accept_all()
+        .create();
+    let handler = Handler::guarded(|_: &u32| false, |argument: &u32| argument + 100)
+        .guard(|argument: &u32| *argument == 5);
+    let _handle = event.install(INSTALLER, handler).unwrap();
+    assert_eq!(event.raise(&5), 105);
+    assert_eq!(event.raise(&6), DEFAULT_RESULT);
 }
