@@ -99,13 +99,17 @@ fn now_nanoseconds() -> u64 {
     crate::kernel::nanoseconds_since_boot()
 }
 
-/// Which CPU runs the caller, for the dispatcher's grace periods.
-// SAFETY: the promises of `CpuIdentity::new`:
-// 1. `cpu::current_index` reads the running CPU's index from its GS-based
-//    per-CPU block, with interrupts on or off; every CPU binds GS
-//    (`cpu::bind_to_gs`) before anything on it can raise (the bootstrap
-//    processor before `init`, an application processor first thing in
-//    `ap_main`).
+/// Which CPU runs the caller, for the dispatcher's grace periods: the index
+/// in the CPU's own per-CPU block, read through GS inline in every raise.
+// SAFETY: the promises of `CpuIdentity::gs_relative` (which include those
+// of `CpuIdentity::new`):
+// 1. Every CPU points its GS base at its own `PerCpu` block, whose `index`
+//    (a u32 at `cpu::INDEX_OFFSET`, set before the base) is its dense index
+//    (`cpu::bind_to_gs`), before anything on it can raise or report to the
+//    dispatcher: the bootstrap processor before `init`, an application
+//    processor first thing in `ap_main`. The blocks are static, the base is
+//    never changed again (the kernel reloads no GS selector and runs no
+//    `swapgs`: it has no user mode), and interrupt handlers run with it.
 // 2. Each index is one CPU; interrupt handlers nest inside what they
 //    interrupt and return to it.
 // 3. A raise stays on its CPU: the scheduler skips its pass at the end of an
@@ -113,7 +117,7 @@ fn now_nanoseconds() -> u64 {
 //    strand is never preempted or handed back there, a yield inside a raise
 //    does nothing and a block or exit there stops the kernel; and a thread
 //    context does not suspend inside a raise (`arch::thread_context`).
-const CPU_IDENTITY: CpuIdentity = unsafe { CpuIdentity::new(cpu::current_index) };
+const CPU_IDENTITY: CpuIdentity = unsafe { CpuIdentity::gs_relative::<{ cpu::INDEX_OFFSET }>() };
 
 /// The dispatcher's view of the machine: raises are grace-period read
 /// sections. Its wait step is the kernel's `relax`: a waiting installer or

@@ -172,6 +172,10 @@ pub fn current() -> &'static PerCpu {
     unsafe { &*(address as *const PerCpu) }
 }
 
+/// Where a CPU's dense index sits in its block (`gs:[INDEX_OFFSET]` once
+/// bound), for readers that load it inline.
+pub const INDEX_OFFSET: u32 = core::mem::offset_of!(PerCpu, index) as u32;
+
 /// The calling CPU's dense index.
 pub fn current_index() -> usize {
     current().cpu_index()
