@@ -9,12 +9,13 @@ use spindle_tests::{
 use std::time::Duration;
 
 /// Every histogram `--bench dispatch` promises.
-const DISPATCH_HISTOGRAMS: [&str; 9] = [
+const DISPATCH_HISTOGRAMS: [&str; 10] = [
     "dispatch.direct",
     "dispatch.indirect",
     "dispatch.raise.h0",
     "dispatch.raise.h1",
     "dispatch.raise.h1g",
+    "dispatch.raise.h1g.separate",
     "dispatch.raise.h4",
     "dispatch.raise.h16",
     "dispatch.install",

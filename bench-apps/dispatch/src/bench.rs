@@ -29,8 +29,12 @@ pub enum Case {
     RaiseNoHandler,
     /// A raise with one handler (the default does not run).
     RaiseOneHandler,
-    /// A raise with one handler behind one guard.
+    /// A raise with one handler behind one guard, installed together
+    /// (`Handler::guarded`: one call for both).
     RaiseOneGuardedHandler,
+    /// The same handler and guard, the guard added with `.guard(..)` (two
+    /// calls).
+    RaiseOneSeparatelyGuardedHandler,
     /// A raise with four handlers.
     RaiseFourHandlers,
     /// A raise with sixteen handlers.
@@ -41,12 +45,13 @@ pub enum Case {
 
 impl Case {
     /// Every case, in the order the histograms are reported.
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 9] = [
         Case::Direct,
         Case::Indirect,
         Case::RaiseNoHandler,
         Case::RaiseOneHandler,
         Case::RaiseOneGuardedHandler,
+        Case::RaiseOneSeparatelyGuardedHandler,
         Case::RaiseFourHandlers,
         Case::RaiseSixteenHandlers,
         Case::InstallAndRemove,
@@ -60,6 +65,7 @@ impl Case {
             Case::RaiseNoHandler => "dispatch.raise.h0",
             Case::RaiseOneHandler => "dispatch.raise.h1",
             Case::RaiseOneGuardedHandler => "dispatch.raise.h1g",
+            Case::RaiseOneSeparatelyGuardedHandler => "dispatch.raise.h1g.separate",
             Case::RaiseFourHandlers => "dispatch.raise.h4",
             Case::RaiseSixteenHandlers => "dispatch.raise.h16",
             Case::InstallAndRemove => "dispatch.install",
@@ -116,6 +122,17 @@ impl core::fmt::Display for BenchError {
     }
 }
 
+/// How the handlers of a benchmark event are guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guarding {
+    /// No guard.
+    None,
+    /// `Handler::guarded(guard, function)`.
+    Fused,
+    /// `Handler::new(function).guard(guard)`.
+    Separate,
+}
+
 /// One event with `handlers` handlers; the default runs only when none does.
 struct MeasuredEvent {
     event: Event<u64, u64>,
@@ -128,7 +145,7 @@ impl MeasuredEvent {
         dispatcher: &Dispatcher,
         name: &'static str,
         handlers: usize,
-        guarded: bool,
+        guarding: Guarding,
     ) -> Result<MeasuredEvent, BenchError> {
         let (event, owner) = dispatcher
             .event::<u64, u64>(name, handler_body)
@@ -145,11 +162,10 @@ impl MeasuredEvent {
             .create();
         let mut handles = Vec::with_capacity(handlers);
         for _ in 0..handlers {
-            let handler = Handler::new(handler_body);
-            let handler = if guarded {
-                handler.guard(accepts_all_but_maximum)
-            } else {
-                handler
+            let handler = match guarding {
+                Guarding::None => Handler::new(handler_body),
+                Guarding::Fused => Handler::guarded(accepts_all_but_maximum, handler_body),
+                Guarding::Separate => Handler::new(handler_body).guard(accepts_all_but_maximum),
             };
             handles.push(
                 event
@@ -170,6 +186,7 @@ pub struct DispatchBench {
     no_handler: MeasuredEvent,
     one_handler: MeasuredEvent,
     one_guarded_handler: MeasuredEvent,
+    one_separately_guarded_handler: MeasuredEvent,
     four_handlers: MeasuredEvent,
     sixteen_handlers: MeasuredEvent,
     install_target: MeasuredEvent,
@@ -179,12 +196,23 @@ impl DispatchBench {
     /// Creates the events on `dispatcher` and installs their handlers.
     pub fn new(dispatcher: &Dispatcher) -> Result<DispatchBench, BenchError> {
         Ok(DispatchBench {
-            no_handler: MeasuredEvent::new(dispatcher, "bench.h0", 0, false)?,
-            one_handler: MeasuredEvent::new(dispatcher, "bench.h1", 1, false)?,
-            one_guarded_handler: MeasuredEvent::new(dispatcher, "bench.h1g", 1, true)?,
-            four_handlers: MeasuredEvent::new(dispatcher, "bench.h4", 4, false)?,
-            sixteen_handlers: MeasuredEvent::new(dispatcher, "bench.h16", MOST_HANDLERS, false)?,
-            install_target: MeasuredEvent::new(dispatcher, "bench.install", 0, false)?,
+            no_handler: MeasuredEvent::new(dispatcher, "bench.h0", 0, Guarding::None)?,
+            one_handler: MeasuredEvent::new(dispatcher, "bench.h1", 1, Guarding::None)?,
+            one_guarded_handler: MeasuredEvent::new(dispatcher, "bench.h1g", 1, Guarding::Fused)?,
+            one_separately_guarded_handler: MeasuredEvent::new(
+                dispatcher,
+                "bench.h1g.separate",
+                1,
+                Guarding::Separate,
+            )?,
+            four_handlers: MeasuredEvent::new(dispatcher, "bench.h4", 4, Guarding::None)?,
+            sixteen_handlers: MeasuredEvent::new(
+                dispatcher,
+                "bench.h16",
+                MOST_HANDLERS,
+                Guarding::None,
+            )?,
+            install_target: MeasuredEvent::new(dispatcher, "bench.install", 0, Guarding::None)?,
         })
     }
 
@@ -208,6 +236,9 @@ impl DispatchBench {
             Case::RaiseOneHandler => folded = raise_loop(&self.one_handler.event, calls),
             Case::RaiseOneGuardedHandler => {
                 folded = raise_loop(&self.one_guarded_handler.event, calls)
+            }
+            Case::RaiseOneSeparatelyGuardedHandler => {
+                folded = raise_loop(&self.one_separately_guarded_handler.event, calls)
             }
             Case::RaiseFourHandlers => folded = raise_loop(&self.four_handlers.event, calls),
             Case::RaiseSixteenHandlers => folded = raise_loop(&self.sixteen_handlers.event, calls),
@@ -275,6 +306,10 @@ mod tests {
         assert_eq!(bench.no_handler.event.handler_count(), 0);
         assert_eq!(bench.one_handler.event.handler_count(), 1);
         assert_eq!(bench.one_guarded_handler.event.handler_count(), 1);
+        assert_eq!(
+            bench.one_separately_guarded_handler.event.handler_count(),
+            1
+        );
         assert_eq!(bench.four_handlers.event.handler_count(), 4);
         assert_eq!(bench.sixteen_handlers.event.handler_count(), 16);
         bench.run(Case::InstallAndRemove, 3).unwrap();
@@ -292,6 +327,7 @@ mod tests {
                 "dispatch.raise.h0",
                 "dispatch.raise.h1",
                 "dispatch.raise.h1g",
+                "dispatch.raise.h1g.separate",
                 "dispatch.raise.h4",
                 "dispatch.raise.h16",
                 "dispatch.install"

@@ -96,11 +96,21 @@ fn add_one(value: u64) -> u64 {
 /// identity (here the benchmark's one thread, checked at every call).
 const GRACE: Platform = Platform::per_cpu(CpuIdentity::one_thread(), common::now_nanoseconds);
 
+/// How the benchmark's handlers are guarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guards {
+    None,
+    /// `Handler::guarded`: guard and function in one call.
+    Fused,
+    /// `Handler::new(..).guard(..)`: two calls.
+    Separate,
+}
+
 /// An event whose default (returning its argument) runs only when no handler ran.
 fn event_with(
     platform: Platform,
     handlers: usize,
-    guarded: bool,
+    guards: Guards,
 ) -> (Event<u64, u64>, Vec<HandlerHandle>) {
     let dispatcher = Dispatcher::new(platform, 1);
     let (event, _owner) = dispatcher
@@ -112,11 +122,12 @@ fn event_with(
         .create();
     let handles = (0..handlers)
         .map(|_| {
-            let handler = Handler::new(|value: &u64| value.wrapping_add(1));
-            let handler = if guarded {
-                handler.guard(|value| *value != u64::MAX)
-            } else {
-                handler
+            let function = |value: &u64| value.wrapping_add(1);
+            let guard = |value: &u64| *value != u64::MAX;
+            let handler = match guards {
+                Guards::None => Handler::new(function),
+                Guards::Fused => Handler::guarded(guard, function),
+                Guards::Separate => Handler::new(function).guard(guard),
             };
             event.install(DomainId(1), handler).unwrap()
         })
@@ -151,13 +162,14 @@ fn raise_cost() {
     );
 
     let cases = [
-        ("raise h0 (default only)", 0, false),
-        ("raise h1", 1, false),
-        ("raise h1g (1 guard)", 1, true),
-        ("raise h4", 4, false),
-        ("raise h4g", 4, true),
-        ("raise h16", 16, false),
-        ("raise h16g", 16, true),
+        ("raise h0 (default only)", 0, Guards::None),
+        ("raise h1", 1, Guards::None),
+        ("raise h1g (1 guard, fused)", 1, Guards::Fused),
+        ("raise h1g (guard separate)", 1, Guards::Separate),
+        ("raise h4", 4, Guards::None),
+        ("raise h4g", 4, Guards::Fused),
+        ("raise h16", 16, Guards::None),
+        ("raise h16g", 16, Guards::Fused),
     ];
     let mut h1g = f64::NAN;
     for (mode, platform) in [
@@ -165,14 +177,14 @@ fn raise_cost() {
         ("read locks", common::HOST_LOCKED),
     ] {
         println!("-- {mode}");
-        for (name, handlers, guarded) in cases {
-            let (event, handles) = event_with(platform, handlers, guarded);
+        for (name, handlers, guards) in cases {
+            let (event, handles) = event_with(platform, handlers, guards);
             let cost = nanoseconds_per_call(|value| event.raise(&value));
             println!(
                 "{name:<27} {cost:6.2} ns  ({:.1}x indirect)",
                 cost / indirect
             );
-            if handlers == 1 && guarded && platform.identity.is_some() {
+            if handlers == 1 && guards == Guards::Fused && platform.identity.is_some() {
                 h1g = cost;
             }
             assert_eq!(handles.len(), handlers);
@@ -191,7 +203,10 @@ fn raise_cost() {
     let _handle = event
         .install(
             DomainId(1),
-            Handler::new(|value: &u64| value.wrapping_add(1)).guard(|value| *value != u64::MAX),
+            Handler::guarded(
+                |value: &u64| *value != u64::MAX,
+                |value: &u64| value.wrapping_add(1),
+            ),
         )
         .unwrap();
     let event = Arc::new(event);
