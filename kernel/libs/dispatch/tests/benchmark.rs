@@ -13,9 +13,9 @@ use spindle_dispatch::{
 };
 
 /// Calls per measurement.
-const ITERATIONS: u64 = 20_000_000;
+const ITERATIONS: u64 = 200_000;
 /// Measurements per case; the fastest is reported (least disturbed).
-const REPEATS: usize = 5;
+const REPEATS: usize = 500;
 
 /// Nanoseconds per iteration of `body`, the best of `REPEATS`.
 fn nanoseconds_per_call(mut body: impl FnMut(u64) -> u64) -> f64 {
