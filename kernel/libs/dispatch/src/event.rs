@@ -120,8 +120,14 @@ enum Shape<A: ?Sized, R> {
     General,
     /// No handler: the default alone.
     DefaultOnly,
-    /// One synchronous handler on an event whose default runs only if no
-    /// handler ran (the commonest case: one call, the default as fallback).
+    /// One synchronous handler installed with [`Handler::guarded`] on an
+    /// event whose default runs only if no handler ran: the owner's imposed
+    /// guard, if any, then one call for the installer's guard and function.
+    OneFusedOrDefault {
+        imposed_guard: Option<SharedGuard<A>>,
+        fused: FusedFunction<A, R>,
+    },
+    /// One other synchronous handler on such an event.
     OneOrDefault(PlainCall<A, R>),
     /// One or more synchronous handlers, in running order, the first
     /// `default_position` of them before the default.
@@ -130,19 +136,10 @@ enum Shape<A: ?Sized, R> {
 
 /// One handler as the plain shapes call it.
 struct PlainCall<A: ?Sized, R> {
-    /// The guards evaluated before `body`: the owner's and the installer's,
-    /// composed into one (the owner's first) when there are both; only the
-    /// owner's when the installer's is fused into `body`.
+    /// The owner's and the installer's guards, composed into one (the
+    /// owner's first) when there are both.
     guard: Option<SharedGuard<A>>,
-    body: PlainBody<A, R>,
-}
-
-/// What a plain call runs once its guard accepts.
-enum PlainBody<A: ?Sized, R> {
-    /// The handler's function.
-    Function(SharedFunction<A, R>),
-    /// The installer's guard and the function in one call.
-    Fused(FusedFunction<A, R>),
+    function: SharedFunction<A, R>,
 }
 
 impl<A: ?Sized + 'static, R> PlainCall<A, R> {
@@ -151,12 +148,6 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
         let EntryBody::Synchronous(function) = &entry.body else {
             return None;
         };
-        if let Some(fused) = &entry.fused {
-            return Some(PlainCall {
-                guard: entry.imposed_guard.clone(),
-                body: PlainBody::Fused(Arc::clone(fused)),
-            });
-        }
         let guard = match (&entry.imposed_guard, &entry.installer_guard) {
             (None, None) => None,
             (Some(guard), None) | (None, Some(guard)) => Some(Arc::clone(guard)),
@@ -169,11 +160,11 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
         };
         Some(PlainCall {
             guard,
-            body: PlainBody::Function(Arc::clone(function)),
+            function: Arc::clone(function),
         })
     }
 
-    /// Calls the function if the guards accept.
+    /// Calls the function if the guard accepts.
     #[inline(always)]
     fn call(&self, argument: &A) -> Option<R> {
         if let Some(guard) = &self.guard {
@@ -181,10 +172,7 @@ impl<A: ?Sized + 'static, R> PlainCall<A, R> {
                 return None;
             }
         }
-        match &self.body {
-            PlainBody::Function(function) => Some(function(argument)),
-            PlainBody::Fused(fused) => fused(argument),
-        }
+        Some((self.function)(argument))
     }
 }
 
@@ -215,7 +203,13 @@ impl<A: ?Sized + 'static, R> HandlerList<A, R> {
         } else if calls.is_empty() {
             Shape::DefaultOnly
         } else if calls.len() == 1 && policy == DefaultPolicy::OnlyIfNoHandlerRan {
-            Shape::OneOrDefault(calls.into_iter().next().expect("one call"))
+            match &entries[0].fused {
+                Some(fused) => Shape::OneFusedOrDefault {
+                    imposed_guard: entries[0].imposed_guard.clone(),
+                    fused: Arc::clone(fused),
+                },
+                None => Shape::OneOrDefault(calls.into_iter().next().expect("one call")),
+            }
         } else {
             Shape::Many(calls.into_boxed_slice())
         };
@@ -542,13 +536,27 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
     #[inline(always)]
     fn raise_plain(&self, list: &HandlerList<A, R>, argument: &A) -> Option<R> {
         let default = &list.default_function;
-        // The commonest shape is tested first, on its own, rather than
+        // The commonest shapes are tested first, on their own, rather than
         // through a jump table.
+        if let Shape::OneFusedOrDefault {
+            imposed_guard,
+            fused,
+        } = &list.shape
+        {
+            if imposed_guard.as_ref().is_none_or(|guard| guard(argument)) {
+                if let Some(result) = fused(argument) {
+                    return Some(result);
+                }
+            }
+            return Some(default(argument));
+        }
         if let Shape::OneOrDefault(call) = &list.shape {
             return Some(call.call(argument).unwrap_or_else(|| default(argument)));
         }
         match &list.shape {
-            Shape::OneOrDefault(_) => unreachable!("tested above"),
+            Shape::OneFusedOrDefault { .. } | Shape::OneOrDefault(_) => {
+                unreachable!("tested above")
+            }
             Shape::DefaultOnly => Some(default(argument)),
             Shape::Many(calls) => Some(self.run_plain_calls(calls, list, argument)),
             Shape::General => None,
@@ -557,9 +565,8 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
 
     /// Runs `calls` (`list`'s plain calls, in running order) and the default
     /// handler where the policy says, combining the results: the general
-    /// path's order and rules, with nothing to measure, queue or switch. Out
-    /// of line: the loop would keep the commonest shapes from being inlined.
-    #[inline(never)]
+    /// path's order and rules, with nothing to measure, queue or switch.
+    #[inline(always)]
     fn run_plain_calls(
         &self,
         calls: &[PlainCall<A, R>],

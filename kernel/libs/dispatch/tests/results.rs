@@ -341,6 +341,7 @@ fn a_fused_guard_still_runs_after_the_owners_imposed_guard() {
         let dispatcher = common::dispatcher(1);
         let (event, _owner) = dispatcher
             .event::<u32, u32>("numbers", |_| DEFAULT_RESULT)
+            .default_policy(DefaultPolicy::OnlyIfNoHandlerRan)
             .accounting(measured)
             .authorize(|_| Authorization::with_guard(|argument: &u32| *argument < 10))
             .create();
