@@ -29,8 +29,9 @@ pub fn accel_choice() -> AccelChoice {
     match std::env::var(ACCEL_VARIABLE).as_deref() {
         Ok("kvm") => AccelChoice::Kvm,
         Ok("tcg") => AccelChoice::Tcg,
+        Ok("tcg-icount") => AccelChoice::TcgIcount,
         Ok("auto") | Err(_) => AccelChoice::Auto,
-        Ok(other) => panic!("{ACCEL_VARIABLE}={other}: expected kvm, tcg or auto"),
+        Ok(other) => panic!("{ACCEL_VARIABLE}={other}: expected kvm, tcg, tcg-icount or auto"),
     }
 }
 /// QEMU runs one at a time inside a test binary: TCG guests with several

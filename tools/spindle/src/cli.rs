@@ -24,6 +24,7 @@ QEMU command line (fixed):
   qemu-system-x86_64 -machine q35
       -accel kvm -cpu host,-arch-capabilities      (KVM)
       -accel tcg,thread=multi -cpu max             (TCG)
+      -accel tcg,thread=single -icount shift=0 -cpu max   (tcg-icount)
       -smp N -m MiB -nodefaults -display none -no-reboot
       -device isa-debug-exit,iobase=0xf4,iosize=0x04
       -chardev stdio,id=serial0,signal=off -serial chardev:serial0
@@ -102,10 +103,13 @@ pub struct RunArguments {
     #[arg(long, value_name = "SxCxT")]
     pub topology: Option<Topology>,
 
-    /// Accelerator: `kvm`, `tcg`, or `auto` (KVM when /dev/kvm can be opened
-    /// read+write, else TCG; if QEMU then fails to start KVM, or KVM stops the
-    /// guest with an internal error, one notice is printed and the run is
-    /// repeated with TCG).
+    /// Accelerator: `kvm`, `tcg`, `tcg-icount`, or `auto` (KVM when /dev/kvm
+    /// can be opened read+write, else TCG; if QEMU then fails to start KVM, or
+    /// KVM stops the guest with an internal error, one notice is printed and
+    /// the run is repeated with TCG). `tcg-icount` runs TCG at one
+    /// instruction per virtual nanosecond: every "ns" figure is then an
+    /// instruction count, identical from run to run (for comparing code
+    /// paths on a noisy host, not for timing).
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
 

@@ -89,14 +89,19 @@ pub enum Accel {
     Kvm,
     /// QEMU's TCG (multi-threaded emulation).
     Tcg,
+    /// TCG counting instructions (`-icount shift=0`, single-threaded): the
+    /// guest's clocks advance one nanosecond per instruction, so timings
+    /// read as instruction counts and repeat exactly, whatever the host does.
+    TcgIcount,
 }
 
 impl Accel {
-    /// `"kvm"` or `"tcg"`, as in the JSON document.
+    /// `"kvm"`, `"tcg"` or `"tcg-icount"`, as in the JSON document.
     pub fn as_str(self) -> &'static str {
         match self {
             Accel::Kvm => "kvm",
             Accel::Tcg => "tcg",
+            Accel::TcgIcount => "tcg-icount",
         }
     }
 }
@@ -118,6 +123,9 @@ pub enum AccelChoice {
     Kvm,
     /// TCG.
     Tcg,
+    /// TCG with one instruction per virtual nanosecond (`-icount shift=0`):
+    /// figures in "ns" are instruction counts, the same on every run.
+    TcgIcount,
 }
 
 /// How to decide whether KVM is usable. Tests use [`KvmProbe::Assume`] to
@@ -233,6 +241,14 @@ pub fn qemu_arguments(
         Accel::Tcg => {
             push("-accel");
             push("tcg,thread=multi");
+            push("-cpu");
+            push("max");
+        }
+        Accel::TcgIcount => {
+            push("-accel");
+            push("tcg,thread=single");
+            push("-icount");
+            push("shift=0");
             push("-cpu");
             push("max");
         }
@@ -694,6 +710,27 @@ mod tests {
         assert_eq!(arguments[position + 1], "tcg,thread=multi");
         assert_eq!(arguments[position + 2..position + 4], ["-cpu", "max"]);
         assert_eq!(arguments.last().unwrap(), "");
+    }
+
+    #[test]
+    fn tcg_icount_command_line() {
+        let arguments = strings(&qemu_arguments(
+            Accel::TcgIcount,
+            2,
+            None,
+            256,
+            Path::new("k"),
+            "",
+        ));
+        let position = arguments
+            .iter()
+            .position(|argument| argument == "-accel")
+            .unwrap();
+        assert_eq!(
+            arguments[position + 1..position + 6],
+            ["tcg,thread=single", "-icount", "shift=0", "-cpu", "max"]
+        );
+        assert_eq!(Accel::TcgIcount.as_str(), "tcg-icount");
     }
 
     #[test]

@@ -173,6 +173,7 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
     let program = find_or_install_qemu(options.qemu.as_deref())?;
     let accel = match options.accel {
         AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::TcgIcount => Accel::TcgIcount,
         AccelChoice::Kvm => {
             options
                 .kvm_probe
