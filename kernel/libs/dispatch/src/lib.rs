@@ -152,14 +152,17 @@
 //! promises it names the running CPU and that a raise never moves to another
 //! CPU), and each event holds one `spindle_grace::Published` list. A raise:
 //!
-//! 1. asks the identity for the CPU index and adds one to that CPU's section
-//!    depth (a plain load and store of the CPU's own cache line; the first
-//!    raise after idling also fences);
+//! 1. asks the identity for the CPU index (the kernel's reads it inline from
+//!    `gs:`, with no call) and adds one to that CPU's section depth (a plain
+//!    load and store of the CPU's own cache line; the first raise after
+//!    idling also fences);
 //! 2. loads the list pointer (a plain load);
 //! 3. runs the list: for the common *plain* lists (nothing measured, queued,
 //!    switched or replacing the default) from a shape computed at
-//!    publication (no handler, one handler, several) with guards and
-//!    functions inline; otherwise on the general path;
+//!    publication (no handler; one handler with the default as fallback,
+//!    its guard fused into it when installed with [`Handler::guarded`];
+//!    several) with guards and functions inline, and inlined where the
+//!    event is raised; otherwise on the general path, out of line;
 //! 4. subtracts one from the depth and, if a writer waits for this CPU,
 //!    reports a quiescent state.
 //!
