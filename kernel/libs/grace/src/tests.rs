@@ -31,6 +31,16 @@ fn set_cpu(cpu: usize) {
     TEST_CPU.with(|current| current.set(cpu));
 }
 
+/// Marks the thread's CPU idle when dropped (also when the thread panics
+/// outside a read section): a CPU taken offline holds up no writer.
+struct OfflineAtExit(Arc<Grace>);
+
+impl Drop for OfflineAtExit {
+    fn drop(&mut self) {
+        self.0.enter_idle();
+    }
+}
+
 /// A value that knows whether it has been dropped.
 struct Canary {
     alive: AtomicBool,
@@ -247,9 +257,15 @@ fn readers_never_see_a_dropped_value_while_writers_replace_it() {
             );
             thread::spawn(move || {
                 set_cpu(WRITERS + index);
+                // A reader that panics takes its CPU offline (idle), so that
+                // the writers finish and the test reports the panic instead
+                // of waiting for that CPU for ever.
+                let _offline_at_exit = OfflineAtExit(Arc::clone(&grace));
                 start.wait();
                 let mut reads = 0u64;
-                let mut last = 0;
+                // The last generation seen from each writer: the two writers
+                // race each other, but each one's values appear in order.
+                let mut last = [0u64; WRITERS];
                 while !stop.load(Ordering::Relaxed) {
                     let section = grace.read();
                     let value = cell.read(&section);
@@ -259,8 +275,14 @@ fn readers_never_see_a_dropped_value_while_writers_replace_it() {
                         }
                         std::hint::spin_loop();
                     }
-                    assert!(value.generation >= last, "a reader went back in time");
-                    last = value.generation;
+                    if value.generation != 0 {
+                        let writer = (value.generation % WRITERS as u64) as usize;
+                        assert!(
+                            value.generation >= last[writer],
+                            "a reader went back in time"
+                        );
+                        last[writer] = value.generation;
+                    }
                     drop(section);
                     reads += 1;
                     if reads.is_multiple_of(64) {
@@ -272,20 +294,15 @@ fn readers_never_see_a_dropped_value_while_writers_replace_it() {
             })
         })
         .collect();
-    let next = Arc::new(AtomicU64::new(1));
     let writers: Vec<_> = (0..WRITERS)
         .map(|index| {
-            let (cell, drops, next, start) = (
-                Arc::clone(&cell),
-                Arc::clone(&drops),
-                Arc::clone(&next),
-                Arc::clone(&start),
-            );
+            let (cell, drops, start) = (Arc::clone(&cell), Arc::clone(&drops), Arc::clone(&start));
             thread::spawn(move || {
                 set_cpu(index);
                 start.wait();
-                for _ in 0..REPLACEMENTS {
-                    let generation = next.fetch_add(1, Ordering::SeqCst);
+                // Writer `index` publishes generations index + WRITERS * n.
+                for round in 1..=REPLACEMENTS {
+                    let generation = round * WRITERS as u64 + index as u64;
                     drop(cell.replace(Canary::new(generation, &drops), thread::yield_now));
                 }
             })
