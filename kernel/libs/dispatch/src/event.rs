@@ -502,12 +502,6 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
         raise(&list, cpu)
     }
 
-    /// A raise under read locks (see [`with_list`](EventInner::with_list)).
-    #[inline(never)]
-    fn raise_locked(&self, argument: &A) -> R {
-        self.with_list(|list, cpu| self.raise_on(list, argument, cpu))
-    }
-
     /// Runs one raise on `list` (already protected by the caller) on `cpu`:
     /// a plain shape inline, anything else out of line, so that the plain
     /// raise stays small enough to be inlined into its caller.
@@ -1035,7 +1029,11 @@ impl<A: ?Sized + 'static, R: 'static> Event<A, R> {
                 let reading = cell.read_section();
                 inner.raise_on(reading.value(), argument, reading.cpu())
             }
-            Lists::Locked(_) => inner.raise_locked(argument),
+            Lists::Locked(slots) => {
+                EventInner::with_locked_list(&inner.dispatcher, slots, |list, cpu| {
+                    inner.raise_on(list, argument, cpu)
+                })
+            }
         }
     }
 
