@@ -486,6 +486,14 @@ fn report_scalars(
         scalar("ticks_per_cpu", &mut |record| {
             record.u64_list("value", ticks.iter().copied()).map(drop)
         });
+        scalar("stalled_ns_per_cpu", &mut |record| {
+            record
+                .u64_list(
+                    "value",
+                    per_cpu(|block| block.stalled_ns.load(Ordering::Relaxed)),
+                )
+                .map(drop)
+        });
         scalar("periodic_ticks_per_cpu", &mut |record| {
             record
                 .u64_list(

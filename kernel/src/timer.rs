@@ -13,6 +13,23 @@ use crate::metrics::{self, PerCpuHistogram};
 
 static LATENESS: Once<&'static PerCpuHistogram> = Once::new();
 
+/// A tick later than this counts as a stall of its CPU (see
+/// [`stalled_nanoseconds`]). The kernel never keeps interrupts off this long
+/// on purpose: its interrupts-off sections (a scheduling pass outside policy
+/// calls, a spin lock's hold) take microseconds.
+pub const STALL_THRESHOLD_NS: u64 = 200_000;
+
+/// Time CPU `index` could not take its timer interrupt, as the CPU itself
+/// can tell: the summed lateness of its ticks that came more than
+/// [`STALL_THRESHOLD_NS`] after their deadline. Under a hypervisor that is
+/// mostly time the host did not run the virtual CPU or did not deliver its
+/// timer (QEMU's TCG fires guest timers from a thread that competes for the
+/// host's cores); on bare metal it would be time spent with interrupts off
+/// (an SMI, or a kernel bug). A tickless CPU measures nothing while idle.
+pub fn stalled_nanoseconds(index: usize) -> u64 {
+    cpu::per_cpu(index).stalled_ns.load(Ordering::Relaxed)
+}
+
 /// Registers the timer's histogram and interrupt handler (bootstrap
 /// processor, after the CPU count is known).
 pub fn init() {
@@ -35,8 +52,12 @@ fn on_timer_interrupt(frame: &mut InterruptFrame) {
             let period = block.tick_period_tsc.load(Ordering::Relaxed);
             if deadline != 0 && period != 0 {
                 block.ticks.fetch_add(1, Ordering::Relaxed);
+                let lateness = tsc::cycles_to_ns(now.saturating_sub(deadline));
                 if let Some(histogram) = LATENESS.get() {
-                    histogram.record(tsc::cycles_to_ns(now.saturating_sub(deadline)));
+                    histogram.record(lateness);
+                }
+                if lateness > STALL_THRESHOLD_NS {
+                    block.stalled_ns.fetch_add(lateness, Ordering::Relaxed);
                 }
                 // Keep the grid (no drift); if we fell behind, restart it.
                 let mut next = deadline + period;

@@ -159,6 +159,14 @@ impl Strands for KernelStrands {
         strand::busy_nanoseconds(cpu.index())
     }
 
+    fn current_cpu(&self) -> CpuId {
+        CpuId(cpu::current_index() as u16)
+    }
+
+    fn stalled_nanoseconds(&self, cpu: CpuId) -> u64 {
+        crate::timer::stalled_nanoseconds(cpu.index())
+    }
+
     fn strand_counts(&self) -> (u64, u64) {
         let counters = &strand::COUNTERS;
         (
@@ -216,6 +224,11 @@ pub fn mixed(duration_ms: u64, job_ns: u64) -> Vec<String> {
             Ok(())
         });
         console::write_scalar_u64(console, "edf.deadline_misses", report.deadline_misses);
+        console::write_scalar_u64(
+            console,
+            "edf.deadline_misses_in_stalls",
+            report.deadline_misses_in_stalls,
+        );
         console::write_scalar_u64(console, "edf.jobs", report.jobs);
     });
     report.problems

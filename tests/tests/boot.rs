@@ -66,6 +66,23 @@ fn check_boot(smp: u32) {
         Some(ticks.iter().sum::<u64>()),
         "one lateness sample per tick"
     );
+    // Stalls are the lateness of the ticks over 0.2 ms, each counted whole:
+    // none if no tick was that late, else at least the latest one.
+    let stalled = scalar_list(&report, "stalled_ns_per_cpu");
+    assert_eq!(stalled.len(), cpus);
+    let latest = lateness["max"].as_u64().expect("lateness max");
+    let most_stalled = stalled.iter().copied().max().unwrap_or(0);
+    if latest > 200_000 {
+        assert!(
+            most_stalled >= latest,
+            "stalled {stalled:?}, latest tick {latest} ns"
+        );
+    } else {
+        assert_eq!(
+            most_stalled, 0,
+            "stalled {stalled:?}, latest tick {latest} ns"
+        );
+    }
     let tsc = histogram(&report, "tsc.read_cost");
     assert_eq!(tsc["count"].as_u64(), Some(1_000 * smp as u64));
     if smp > 1 {

@@ -3,8 +3,10 @@
 //! Written against the kernel's [`Strands`] interface only. [`run`] returns
 //! a [`Report`]: `cpu_utilisation` (percent of the CPUs' time spent in
 //! strands during the run), `stride.share_error_pct` (the largest relative
-//! error of the trio's CPU shares against 3:2:1) and `edf.deadline_misses`
-//! (jobs of the periodic strands that finished after their deadline); it
+//! error of the trio's CPU shares against 3:2:1), `edf.deadline_misses`
+//! (jobs of the periodic strands that finished after their deadline) and
+//! `edf.deadline_misses_in_stalls` (those of them whose lateness their CPU's
+//! stalls cover, see [`job_outcome`]); it
 //! fills `sched.switch`, and the scheduler itself fills `sched.wake.local`,
 //! `sched.wake.remote` and `sched.timer_lateness`.
 #![cfg_attr(not(test), no_std)]
@@ -13,6 +15,7 @@
 
 extern crate alloc;
 
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -50,6 +53,9 @@ pub struct Report {
     pub share_error_permille: u64,
     /// Periodic jobs that finished after their deadline.
     pub deadline_misses: u64,
+    /// Of those, the jobs whose lateness their CPU's stalls during the job
+    /// cover (see [`job_outcome`]): time the machine took, not the policy.
+    pub deadline_misses_in_stalls: u64,
     /// Periodic jobs run.
     pub jobs: u64,
 }
@@ -79,11 +85,38 @@ pub fn share_error_permille(run_times: &[u64], tickets: &[u32]) -> u64 {
         .unwrap_or(0)
 }
 
+/// How a periodic job ended against its deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Finished by its deadline.
+    Met,
+    /// Finished late, but by no more than its CPU was stalled meanwhile:
+    /// the job would have met its deadline had the machine run the CPU.
+    LateByStalls,
+    /// Finished late beyond what the stalls explain (or moved CPUs, so
+    /// that they cannot be told).
+    Missed,
+}
+
+/// Judges a job that finished at `finished` against `deadline`, given the
+/// time `stalled` its CPU could not take interrupts from before the job's
+/// release to its end (`None`: the job changed CPUs).
+pub fn job_outcome(deadline: u64, finished: u64, stalled: Option<u64>) -> JobOutcome {
+    if finished <= deadline {
+        JobOutcome::Met
+    } else if stalled.is_some_and(|stalled| finished - deadline <= stalled) {
+        JobOutcome::LateByStalls
+    } else {
+        JobOutcome::Missed
+    }
+}
+
 /// What the strands share.
 struct Shared {
     end: u64,
     trio_run_time: [AtomicU64; 3],
     deadline_misses: AtomicU64,
+    deadline_misses_in_stalls: AtomicU64,
     jobs: AtomicU64,
     finished: AtomicU64,
 }
@@ -120,6 +153,7 @@ pub fn run(strands: &'static dyn Strands, duration_ms: u64, job_ns: u64) -> Repo
         end: start + duration_ms * 1_000_000,
         trio_run_time: [const { AtomicU64::new(0) }; 3],
         deadline_misses: AtomicU64::new(0),
+        deadline_misses_in_stalls: AtomicU64::new(0),
         jobs: AtomicU64::new(0),
         finished: AtomicU64::new(0),
     });
@@ -275,13 +309,43 @@ pub fn run(strands: &'static dyn Strands, duration_ms: u64, job_ns: u64) -> Repo
             SchedParams::default().periodic(PERIOD_NS, BUDGET_NS, PERIOD_NS),
             move || {
                 let mut release = now();
+                // Readings of the CPU's stalls (time, CPU, stalled so far),
+                // taken at the first release and after each job, before its
+                // sleep: a job is judged against the stalls since the last
+                // reading at or before its release, so that a late tick that
+                // delays its wake-up counts, and so does a stall that made
+                // an earlier job overrun into this one's period.
+                let mut readings = VecDeque::new();
+                let read = |readings: &mut VecDeque<(u64, CpuId, u64)>| {
+                    let cpu = strands.current_cpu();
+                    readings.push_back((now(), cpu, strands.stalled_nanoseconds(cpu)));
+                };
+                read(&mut readings);
                 while release < shared.end {
                     compute_until(strands, now() + job_ns);
+                    let finished = now();
                     shared.jobs.fetch_add(1, Ordering::Relaxed);
-                    if now() > release + PERIOD_NS {
-                        shared.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                    while readings.get(1).is_some_and(|&(time, _, _)| time <= release) {
+                        readings.pop_front();
+                    }
+                    let here = strands.current_cpu();
+                    let stalled = readings.front().filter(|&&(_, cpu, _)| cpu == here).map(
+                        |&(_, _, before)| strands.stalled_nanoseconds(here).saturating_sub(before),
+                    );
+                    match job_outcome(release + PERIOD_NS, finished, stalled) {
+                        JobOutcome::Met => {}
+                        JobOutcome::LateByStalls => {
+                            shared.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                            shared
+                                .deadline_misses_in_stalls
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        JobOutcome::Missed => {
+                            shared.deadline_misses.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     release += PERIOD_NS;
+                    read(&mut readings);
                     let current = now();
                     if release > current {
                         strands.sleep(release - current);
@@ -323,6 +387,7 @@ pub fn run(strands: &'static dyn Strands, duration_ms: u64, job_ns: u64) -> Repo
         utilisation_permille,
         share_error_permille: share_error_permille(&trio, &TRIO_TICKETS),
         deadline_misses: shared.deadline_misses.load(Ordering::Relaxed),
+        deadline_misses_in_stalls: shared.deadline_misses_in_stalls.load(Ordering::Relaxed),
         jobs: shared.jobs.load(Ordering::Relaxed),
     }
 }
@@ -337,5 +402,19 @@ mod tests {
         // 40/40/20 against 50/33.3/16.7: the middle share is 20 % over.
         assert_eq!(share_error_permille(&[40, 40, 20], &TRIO_TICKETS), 200);
         assert_eq!(share_error_permille(&[0, 0, 0], &TRIO_TICKETS), 1000);
+    }
+
+    #[test]
+    fn a_late_job_is_excused_only_by_stalls_that_cover_its_lateness_on_one_cpu() {
+        assert_eq!(job_outcome(100, 100, None), JobOutcome::Met);
+        assert_eq!(job_outcome(100, 90, Some(0)), JobOutcome::Met);
+        // 5 late with 5 stalled: the machine took the time.
+        assert_eq!(job_outcome(100, 105, Some(5)), JobOutcome::LateByStalls);
+        assert_eq!(job_outcome(100, 105, Some(50)), JobOutcome::LateByStalls);
+        // 5 late with 4 stalled: the policy lost at least 1.
+        assert_eq!(job_outcome(100, 105, Some(4)), JobOutcome::Missed);
+        assert_eq!(job_outcome(100, 101, Some(0)), JobOutcome::Missed);
+        // A job that moved CPUs cannot be excused.
+        assert_eq!(job_outcome(100, 101, None), JobOutcome::Missed);
     }
 }

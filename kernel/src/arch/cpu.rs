@@ -73,6 +73,9 @@ pub struct PerCpu {
     pub ticks: AtomicU64,
     /// Timer interrupts taken in the periodic-mode self-test.
     pub periodic_ticks: AtomicU64,
+    /// Summed lateness of the ticks that came more than
+    /// `timer::STALL_THRESHOLD_NS` late (see `timer::stalled_nanoseconds`).
+    pub stalled_ns: AtomicU64,
     /// TSC value the armed one-shot/deadline timer is due at (0: none).
     pub timer_deadline_tsc: AtomicU64,
     /// Tick period in TSC cycles while ticking (0: not ticking).
@@ -111,6 +114,7 @@ impl PerCpu {
             online: AtomicBool::new(false),
             ticks: AtomicU64::new(0),
             periodic_ticks: AtomicU64::new(0),
+            stalled_ns: AtomicU64::new(0),
             timer_deadline_tsc: AtomicU64::new(0),
             tick_period_tsc: AtomicU64::new(0),
             tickless_entries: AtomicU64::new(0),

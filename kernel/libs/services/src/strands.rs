@@ -45,6 +45,14 @@ pub trait Strands: Sync {
     fn run_time(&self, strand: StrandId) -> Option<u64>;
     /// Time CPU `cpu` has spent in strands so far.
     fn busy_nanoseconds(&self, cpu: CpuId) -> u64;
+    /// The CPU the caller runs on (it may move at the next scheduling
+    /// decision unless its affinity or its policy pins it).
+    fn current_cpu(&self) -> CpuId;
+    /// Time CPU `cpu` has so far been unable to take its timer interrupt,
+    /// as it can tell: the summed lateness of its ticks that came well past
+    /// their deadline. Under a hypervisor this is mostly time the host did
+    /// not run the virtual CPU, which no scheduling policy can use.
+    fn stalled_nanoseconds(&self, cpu: CpuId) -> u64;
     /// Strands created and exited so far, kernel-wide.
     fn strand_counts(&self) -> (u64, u64);
     /// Halts the calling CPU's own context until `done` holds or
