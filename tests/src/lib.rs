@@ -9,8 +9,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+pub use spindle_tools::AccelChoice;
+use spindle_tools::RunOptions;
 pub use spindle_tools::Topology;
-use spindle_tools::{AccelChoice, RunOptions};
 pub use spindle_tools::{ExitStatusKind, RunReport};
 
 /// Time limit for one boot. Generous: under TCG on a loaded 2-core machine
@@ -78,9 +79,17 @@ pub fn boot_with_input(
 /// checks depend on timing, which the nested PVM "KVM" of this project's
 /// machines distorts (a policy call there takes milliseconds).
 pub fn boot_tcg(smp: u32, append: &str, timeout: Duration) -> RunReport {
+    boot_under(AccelChoice::Tcg, smp, append, timeout)
+}
+
+/// Boots Spindle under `accel` whatever `SPINDLE_ACCEL` says, e.g.
+/// [`AccelChoice::TcgIcount`] for checks that must not depend on how the
+/// host schedules QEMU's threads: there the guest's clocks count its own
+/// instructions, so no host stall can make a deadline late.
+pub fn boot_under(accel: AccelChoice, smp: u32, append: &str, timeout: Duration) -> RunReport {
     boot_with_options(RunOptions {
         smp,
-        accel: AccelChoice::Tcg,
+        accel,
         append: append.to_string(),
         timeout,
         ..RunOptions::default()

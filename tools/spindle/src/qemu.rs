@@ -124,7 +124,10 @@ pub enum AccelChoice {
     /// TCG.
     Tcg,
     /// TCG with one instruction per virtual nanosecond (`-icount shift=0`):
-    /// figures in "ns" are instruction counts, the same on every run.
+    /// figures in "ns" are instruction counts, the same on every run, and
+    /// no host stall reaches the guest's clocks. Meant for `--smp 1`: the
+    /// virtual CPUs take turns on one thread, and QEMU 7.2 was seen to
+    /// deliver no ticks to a busy CPU 1 there.
     TcgIcount,
 }
 

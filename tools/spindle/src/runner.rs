@@ -187,6 +187,14 @@ pub fn run(options: &RunOptions) -> Result<RunReport, RunError> {
         },
     };
 
+    if accel == Accel::TcgIcount && options.smp > 1 {
+        eprintln!(
+            "spindle: warning: tcg-icount runs the {} virtual CPUs in turn on one host thread; \
+             QEMU 7.2 was seen to deliver no ticks to a busy CPU other than CPU 0 there, \
+             so its figures are meant for --smp 1",
+            options.smp
+        );
+    }
     let mut attempt = boot(options, &program, &kernel, accel)?;
     let mut kvm_fallback = None;
     if options.accel == AccelChoice::Auto && accel == Accel::Kvm {
