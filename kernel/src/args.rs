@@ -40,6 +40,7 @@ pub const BENCH_NAMES: &[&str] = &[
 /// Self-test names `selftest=` accepts.
 pub const SELFTEST_NAMES: &[&str] = &[
     "dispatch-churn",
+    "grace-stall",
     "strands",
     "strand-ops",
     "processors",
@@ -129,6 +130,9 @@ pub struct Benches {
 pub enum Selftest {
     /// Handlers installed and removed on CPU 0 while the other CPUs raise.
     DispatchChurn,
+    /// `grace-stall`: a raise held on CPU 1 while CPU 0 installs, reported
+    /// as a grace-period stall.
+    GraceStall,
     /// Strands created, preempted, yielding and exiting on every CPU.
     Strands,
     /// Join, directed yield and affinity changes.
@@ -420,6 +424,7 @@ pub fn parse(text: &str) -> Result<KernelArgs, ArgsError<'_>> {
             "selftest" => {
                 args.selftest = Some(match value.unwrap_or("") {
                     "dispatch-churn" => Selftest::DispatchChurn,
+                    "grace-stall" => Selftest::GraceStall,
                     "strands" => Selftest::Strands,
                     "strand-ops" => Selftest::StrandOperations,
                     "processors" => Selftest::Processors,

@@ -21,11 +21,12 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use alloc::{format, vec};
 use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::{Mutex, Once};
 use spindle_dispatch::{
     Authorization, CpuIdentity, DefaultPolicy, Dispatcher, DomainId, DomainUsage, EventOwner,
-    Platform,
+    GraceStall, Platform,
 };
 use spindle_domains::{
     require_compiler_checked, resolve, Attestation, Domain, Interface, Module, NameServer,
@@ -122,8 +123,66 @@ const CPU_IDENTITY: CpuIdentity = unsafe { CpuIdentity::gs_relative::<{ cpu::IND
 /// The dispatcher's view of the machine: raises are grace-period read
 /// sections. Its wait step is the kernel's `relax`: a waiting installer or
 /// remover is outside every raise (both are refused inside one), so it
-/// reports this CPU quiescent.
-const PLATFORM: Platform = Platform::per_cpu(CPU_IDENTITY, now_nanoseconds).with_relax(relax);
+/// reports this CPU quiescent. A grace period that lasts a second is
+/// reported on the console (and again each time the wait doubles).
+const PLATFORM: Platform = Platform::per_cpu(CPU_IDENTITY, now_nanoseconds)
+    .with_relax(relax)
+    .with_grace_stall_report(GRACE_STALL_REPORT_NS, report_grace_stall);
+
+/// How long an install or removal waits for a grace period before the wait
+/// is reported.
+pub const GRACE_STALL_REPORT_NS: u64 = 1_000_000_000;
+
+/// Grace-period stall reports so far.
+static GRACE_STALLS: AtomicU64 = AtomicU64::new(0);
+/// The CPUs (below 64, as a bit mask) the last stall report waited for.
+static LAST_GRACE_STALL_CPUS: AtomicU64 = AtomicU64::new(0);
+
+/// The CPUs below 64 that the last grace-period stall report named, as a
+/// bit mask (0: none reported yet).
+pub fn last_grace_stall_cpus() -> u64 {
+    LAST_GRACE_STALL_CPUS.load(Ordering::Relaxed)
+}
+
+/// Grace periods reported as stalled (see `GRACE_STALL_REPORT_NS`).
+pub fn grace_stalls() -> u64 {
+    GRACE_STALLS.load(Ordering::Relaxed)
+}
+
+/// Prints a grace period that has lasted long, naming the CPUs it waits
+/// for: each is inside a raise that does not end, or spinning with
+/// interrupts off outside the kernel's wait loops (the kernel's RCU stall
+/// warning).
+fn report_grace_stall(stall: &GraceStall<'_>) {
+    GRACE_STALLS.fetch_add(1, Ordering::Relaxed);
+    let mask = stall
+        .awaited
+        .cpus()
+        .filter(|&cpu| cpu < 64)
+        .fold(0u64, |mask, cpu| mask | 1 << cpu);
+    LAST_GRACE_STALL_CPUS.store(mask, Ordering::Relaxed);
+    struct Cpus<'a>(&'a GraceStall<'a>);
+    impl core::fmt::Display for Cpus<'_> {
+        fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            for (position, cpu) in self.0.awaited.cpus().enumerate() {
+                if position == 16 {
+                    return formatter.write_str(", ...");
+                }
+                if position > 0 {
+                    formatter.write_str(", ")?;
+                }
+                write!(formatter, "{cpu}")?;
+            }
+            Ok(())
+        }
+    }
+    crate::kprintln!(
+        "kernel: warning: event {}: a grace period has waited {} ms for cpu {} (inside a raise that does not end, or spinning with interrupts off)",
+        stall.event,
+        stall.waited_nanoseconds / 1_000_000,
+        Cpus(stall)
+    );
+}
 
 /// Tells the dispatcher that this CPU is quiescent if it is outside every
 /// raise (ignored inside one, and before `init`). Called at every timer tick

@@ -372,6 +372,14 @@ fn run_and_report(
         problems += found.len();
         kprintln!("kernel: processors self-test done at +{} ms", elapsed_ms());
     }
+    if let Some(Selftest::GraceStall) = args.selftest {
+        let found = selftest::grace_stall::grace_stall();
+        for problem in &found {
+            report_problem(format_args!("grace-stall: {problem}"));
+        }
+        problems += found.len();
+        kprintln!("kernel: grace-stall self-test done at +{} ms", elapsed_ms());
+    }
     if let Some(Selftest::DispatchChurn) = args.selftest {
         let found = selftest::dispatch_churn(args.selftest_ms);
         for problem in &found {
@@ -477,6 +485,9 @@ fn report_scalars(
         });
         scalar("apic_timer_hz", &mut |record| {
             record.u64("value", apic::timer_hz()).map(drop)
+        });
+        scalar("grace_stalls", &mut |record| {
+            record.u64("value", extensions::grace_stalls()).map(drop)
         });
         scalar("tick_hz", &mut |record| {
             record

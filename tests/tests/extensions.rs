@@ -67,6 +67,48 @@ fn handlers_churned_on_one_cpu_while_three_raise_lose_nothing() {
 }
 
 #[test]
+fn a_grace_period_held_up_by_a_raise_is_reported_with_its_cpu() {
+    // CPU 1 holds a raise for 1.5 s while CPU 0 installs a handler on the
+    // same event: the install waits for the raise, and after a second the
+    // kernel prints the stall, naming CPU 1 (the kernel checks the details
+    // itself and fails the run otherwise).
+    let report = boot_with(
+        2,
+        "bench=tsc tsc_samples=1 selftest=grace-stall",
+        Duration::from_secs(120),
+    );
+    expect_status(&report, ExitStatusKind::Ok);
+    assert!(scalar_u64(&report, "grace_stall.waited_ms") >= 1000);
+    assert!(scalar_u64(&report, "grace_stall.reports") >= 1);
+    assert!(scalar_u64(&report, "grace_stalls") >= 1);
+    let warning = report
+        .serial_log
+        .lines()
+        .find(|line| line.contains("a grace period has waited"))
+        .unwrap_or_else(|| panic!("no stall warning in:\n{}", report.serial_log));
+    assert!(
+        warning.contains("event selftest.grace_stall")
+            && warning.contains(
+                "for cpu 1 (inside a raise that does not end, or spinning with interrupts off)"
+            ),
+        "{warning}"
+    );
+}
+
+#[test]
+fn a_grace_stall_test_needs_two_cpus() {
+    let report = boot(1, "bench=tsc tsc_samples=1 selftest=grace-stall");
+    expect_status(&report, ExitStatusKind::KernelFailed);
+    assert!(
+        report
+            .serial_log
+            .contains("grace-stall: grace-stall needs at least 2 CPUs"),
+        "{}",
+        report.serial_log
+    );
+}
+
+#[test]
 fn dispatch_benchmark_fills_every_histogram_on_every_cpu() {
     let samples = 4;
     let report = boot_with(

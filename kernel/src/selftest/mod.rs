@@ -1,9 +1,10 @@
-//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event; `selftest=strands` runs strands on every CPU; `selftest=strand-ops` checks join, directed yield and affinity changes.
+//! Self-tests that need the whole machine: `selftest=dispatch-churn` installs and removes handlers on CPU 0 while every other CPU raises the event; `selftest=grace-stall` holds a raise on CPU 1 while CPU 0 installs, and checks the stall report; `selftest=strands` runs strands on every CPU; `selftest=strand-ops` checks join, directed yield and affinity changes.
 //!
 //! The workload and its checks are `bench-apps/dispatch`'s `churn` module;
 //! this file runs it on real CPUs, with interrupts on, for `selftest_ms`,
 //! and reports its counts as `churn.*` scalars.
 
+pub mod grace_stall;
 pub mod processors;
 
 use alloc::format;

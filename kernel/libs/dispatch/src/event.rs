@@ -18,7 +18,7 @@ use crate::handler::{
 };
 use crate::identity::{DomainId, HandlerId};
 use crate::padded::CachePadded;
-use crate::platform::Platform;
+use crate::platform::{GraceStall, Platform};
 
 /// How many handlers one domain may install on one event unless its owner
 /// chooses otherwise with [`EventBuilder::quota`].
@@ -465,7 +465,26 @@ impl<A: ?Sized + 'static, R: 'static> EventInner<A, R> {
         ));
         let relax = self.platform.relax;
         match &self.lists {
-            Lists::Published(cell) => drop(cell.replace(list, relax)),
+            Lists::Published(cell) => match self.platform.grace_stall {
+                None => drop(cell.replace(list, relax)),
+                Some(stall) => {
+                    let now = self.platform.now_nanoseconds;
+                    let started = now();
+                    let mut next_report = stall.after_nanoseconds.max(1);
+                    let event = self.name;
+                    drop(cell.replace_watched(list, relax, &mut |awaited| {
+                        let waited = now().saturating_sub(started);
+                        if waited >= next_report {
+                            (stall.report)(&GraceStall {
+                                event,
+                                waited_nanoseconds: waited,
+                                awaited,
+                            });
+                            next_report = next_report.saturating_mul(2);
+                        }
+                    }));
+                }
+            },
             Lists::Locked(slots) => {
                 for slot in slots.iter() {
                     replace_list(&slot.primary, &list, relax);

@@ -302,5 +302,5 @@ pub use handler::{
     DEFAULT_DEFERRED_CAPACITY,
 };
 pub use identity::{DomainId, HandlerId};
-pub use platform::{Platform, MAX_CPUS};
-pub use spindle_grace::CpuIdentity;
+pub use platform::{GraceStall, Platform, StallReporting, MAX_CPUS};
+pub use spindle_grace::{Awaited, CpuIdentity};

@@ -1,6 +1,6 @@
 //! What the kernel (or a host test) supplies: CPU index, clock, deferred-work wake-up, relax.
 
-use spindle_grace::CpuIdentity;
+use spindle_grace::{Awaited, CpuIdentity};
 
 /// The most CPUs a dispatcher serves (one slot each per event).
 pub const MAX_CPUS: usize = 256;
@@ -58,6 +58,35 @@ pub struct Platform {
     /// The trusted CPU identity, if raises are protected by grace periods
     /// (see [`Platform::per_cpu`]).
     pub identity: Option<CpuIdentity>,
+    /// How an install or removal reports a grace period that lasts long
+    /// (see [`Platform::with_grace_stall_report`]); `None`: it waits silently.
+    pub grace_stall: Option<StallReporting>,
+}
+
+/// When and how a publisher reports a long grace period.
+#[derive(Clone, Copy, Debug)]
+pub struct StallReporting {
+    /// The first report comes once the wait has lasted this long; each later
+    /// one when it has doubled.
+    pub after_nanoseconds: u64,
+    /// Called with the report, from the waiting installer or remover (never
+    /// inside a raise on its own CPU, so it may raise events, e.g. print).
+    pub report: fn(&GraceStall<'_>),
+}
+
+/// A grace period that has lasted long: whose handler list waits to be
+/// published, for how long so far, and which CPUs it waits for (each either
+/// inside a raise or not yet seen quiescent: a CPU spinning with interrupts
+/// off outside the kernel's wait loops, a handler that blocks, a CPU that
+/// stopped).
+#[derive(Debug)]
+pub struct GraceStall<'a> {
+    /// The event whose new handler list waits.
+    pub event: &'static str,
+    /// How long the publisher has waited so far.
+    pub waited_nanoseconds: u64,
+    /// The CPUs it still waits for.
+    pub awaited: Awaited<'a>,
 }
 
 impl Platform {
@@ -70,6 +99,7 @@ impl Platform {
             deferred_ready: ignore_deferred_ready,
             relax: core::hint::spin_loop,
             identity: None,
+            grace_stall: None,
         }
     }
 
@@ -84,6 +114,7 @@ impl Platform {
             deferred_ready: ignore_deferred_ready,
             relax: core::hint::spin_loop,
             identity: Some(identity),
+            grace_stall: None,
         }
     }
 
@@ -98,6 +129,24 @@ impl Platform {
     /// This platform with `relax` as its wait step.
     pub const fn with_relax(self, relax: fn()) -> Platform {
         Platform { relax, ..self }
+    }
+
+    /// This platform reporting, through `report`, every install or removal
+    /// whose grace period has lasted `after_nanoseconds`, and again each
+    /// time the wait doubles (grace-period platforms only: under read locks
+    /// a publisher waits for one lock at a time and is not watched).
+    pub const fn with_grace_stall_report(
+        self,
+        after_nanoseconds: u64,
+        report: fn(&GraceStall<'_>),
+    ) -> Platform {
+        Platform {
+            grace_stall: Some(StallReporting {
+                after_nanoseconds,
+                report,
+            }),
+            ..self
+        }
     }
 }
 

@@ -414,3 +414,81 @@ fn stress_under_read_locks() {
 fn stress_with_nested_raises_under_read_locks() {
     stress(true, true);
 }
+
+/// Grace-period stalls reported by the platform below: (event, waited ns,
+/// awaited CPUs).
+static STALLS: std::sync::Mutex<Vec<(&'static str, u64, Vec<usize>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn record_stall(stall: &spindle_dispatch::GraceStall<'_>) {
+    STALLS.lock().unwrap().push((
+        stall.event,
+        stall.waited_nanoseconds,
+        stall.awaited.cpus().collect(),
+    ));
+}
+
+/// After 20 ms of waiting, a publisher reports its grace period.
+const STALL_REPORTING: spindle_dispatch::Platform =
+    common::HOST.with_grace_stall_report(20_000_000, record_stall);
+
+#[test]
+fn an_install_held_up_by_a_raise_that_does_not_end_is_reported_with_its_cpu() {
+    let dispatcher = spindle_dispatch::Dispatcher::new(STALL_REPORTING, 3);
+    let (event, _owner) = dispatcher
+        .event::<u32, u32>("stalled", |value| *value)
+        .accept_all()
+        .create();
+    let event = Arc::new(event);
+    let release = Arc::new(AtomicBool::new(false));
+    let (inside, inside_seen) = std::sync::mpsc::channel();
+    let _blocking = event
+        .install(
+            DomainId(1),
+            Handler::new({
+                let release = Arc::clone(&release);
+                let inside = std::sync::Mutex::new(inside);
+                move |value: &u32| {
+                    if *value == 7 {
+                        inside.lock().unwrap().send(()).unwrap();
+                        while !release.load(Ordering::SeqCst) {
+                            std::thread::yield_now();
+                        }
+                    }
+                    *value
+                }
+            }),
+        )
+        .unwrap();
+    // CPU 2 raises an event whose handler does not return until released.
+    let raiser = {
+        let event = Arc::clone(&event);
+        common::spawn_on_cpu(2, move || event.raise(&7))
+    };
+    inside_seen.recv().unwrap();
+    // CPU 1 installs: its grace period waits for CPU 2, and is reported.
+    let installer = {
+        let event = Arc::clone(&event);
+        common::spawn_on_cpu(1, move || {
+            event
+                .install(DomainId(1), Handler::new(|value: &u32| *value))
+                .map(|_handle| ())
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while STALLS.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(raiser.join().unwrap(), 7);
+    installer.join().unwrap().unwrap();
+    let stalls = STALLS.lock().unwrap().clone();
+    assert!(!stalls.is_empty(), "the stalled grace period was reported");
+    for (name, waited, cpus) in &stalls {
+        assert_eq!(*name, "stalled");
+        assert!(*waited >= 20_000_000, "reported after {waited} ns");
+        assert_eq!(cpus, &[2], "CPU 2 held the grace period");
+    }
+    // Reports come when the wait doubles, not at every check.
+    assert!(stalls.len() <= 12, "{} reports", stalls.len());
+}

@@ -68,6 +68,30 @@ impl core::fmt::Debug for Grace {
     }
 }
 
+/// The CPUs a writer still waits for (see [`Grace::synchronize_watched`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Awaited<'a> {
+    /// (CPU, reports seen when the wait began).
+    waiting: &'a [(usize, u64)],
+}
+
+impl Awaited<'_> {
+    /// The awaited CPUs, in ascending order.
+    pub fn cpus(&self) -> impl Iterator<Item = usize> + '_ {
+        self.waiting.iter().map(|&(cpu, _)| cpu)
+    }
+
+    /// How many CPUs are awaited.
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Whether no CPU is awaited (never, when `watch` is called).
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+}
+
 /// An open read section on one CPU (see [`Grace::read`]). Not `Send`: it
 /// ends on the CPU, and the thread, where it began.
 pub struct ReadSection<'grace> {
@@ -316,6 +340,14 @@ impl Grace {
     ///
     /// Panics if called inside a read section (it would wait for itself).
     pub fn synchronize(&self, relax: fn()) {
+        self.synchronize_watched(relax, &mut |_awaited| {});
+    }
+
+    /// [`synchronize`](Grace::synchronize), calling `watch` after each
+    /// `relax` step with the CPUs still awaited: the caller can time the
+    /// wait and report a grace period that does not end (a CPU that stays
+    /// in a read section, or never passes a quiescent state).
+    pub fn synchronize_watched(&self, relax: fn(), watch: &mut dyn FnMut(Awaited<'_>)) {
         assert!(
             !self.inside_read(),
             "Grace::synchronize called inside a read section"
@@ -350,6 +382,7 @@ impl Grace {
                 core::hint::spin_loop();
             } else {
                 relax();
+                watch(Awaited { waiting: &waiting });
             }
         }
         fence(Ordering::SeqCst);

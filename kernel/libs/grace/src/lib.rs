@@ -41,7 +41,7 @@ mod grace;
 mod identity;
 mod published;
 
-pub use grace::{Grace, ReadSection, MAX_CPUS};
+pub use grace::{Awaited, Grace, ReadSection, MAX_CPUS};
 pub use identity::CpuIdentity;
 pub use published::{Published, Reading};
 

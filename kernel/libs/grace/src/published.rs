@@ -83,6 +83,17 @@ impl<T: Send + Sync> Published<T> {
     /// that begin after the swap see `value`. Panics if called inside a read
     /// section of this domain.
     pub fn replace(&self, value: Arc<T>, relax: fn()) -> Arc<T> {
+        self.replace_watched(value, relax, &mut |_awaited| {})
+    }
+
+    /// [`replace`](Published::replace), passing `watch` on to
+    /// [`Grace::synchronize_watched`] for the grace period.
+    pub fn replace_watched(
+        &self,
+        value: Arc<T>,
+        relax: fn(),
+        watch: &mut dyn FnMut(crate::Awaited<'_>),
+    ) -> Arc<T> {
         assert!(
             !self.grace.inside_read(),
             "Published::replace called inside a read section"
@@ -90,7 +101,7 @@ impl<T: Send + Sync> Published<T> {
         let old = self
             .pointer
             .swap(Arc::into_raw(value).cast_mut(), Ordering::SeqCst);
-        self.grace.synchronize(relax);
+        self.grace.synchronize_watched(relax, watch);
         // SAFETY: `old` came from `Arc::into_raw` and carried the strong count
         // the cell owned; the swap took it out of the cell, so this is the
         // only place that gives it back, once, after the grace period above

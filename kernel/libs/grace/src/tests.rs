@@ -447,3 +447,49 @@ fn the_gs_relative_identity_reads_each_cpus_own_block() {
     assert_eq!(seen, [(0, 0, 0), (1, 1, 1), (2, 2, 2)]);
     writer_waits_for_the_open_section(Arc::new(Grace::new(identity, 2)), bind_gs);
 }
+
+#[test]
+fn a_watched_writer_is_told_which_cpu_holds_its_grace_period() {
+    let grace = trusted(3);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let cell = Arc::new(Published::new(Canary::new(1, &drops), Arc::clone(&grace)));
+    // CPU 2 read once and went idle: only CPU 1 holds writers.
+    set_cpu(2);
+    drop(grace.read());
+    assert!(grace.enter_idle());
+    let watched = Arc::new(AtomicBool::new(false));
+    let (opened, opened_seen) = mpsc::channel();
+    let reader = {
+        let (grace, cell, watched) = (Arc::clone(&grace), Arc::clone(&cell), Arc::clone(&watched));
+        thread::spawn(move || {
+            set_cpu(1);
+            let section = grace.read();
+            let generation = cell.read(&section).generation;
+            opened.send(()).unwrap();
+            while !watched.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
+            drop(section);
+            generation
+        })
+    };
+    opened_seen.recv().unwrap();
+    set_cpu(0);
+    let mut seen: Vec<Vec<usize>> = Vec::new();
+    let old = cell.replace_watched(Canary::new(2, &drops), thread::yield_now, &mut |awaited| {
+        assert!(!awaited.is_empty());
+        assert_eq!(awaited.len(), awaited.cpus().count());
+        seen.push(awaited.cpus().collect());
+        watched.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(reader.join().unwrap(), 1);
+    assert_eq!(old.generation, 1);
+    assert!(
+        !seen.is_empty(),
+        "the watch was called while the writer waited"
+    );
+    assert!(
+        seen.iter().all(|cpus| cpus == &[1]),
+        "only CPU 1 held the grace period: {seen:?}"
+    );
+}
